@@ -1,0 +1,100 @@
+import * as ort from 'onnxruntime-node';
+import { fail } from '../util/errors.ts';
+
+/**
+ * The only module that imports onnxruntime-node. It creates sessions (CUDA with a logged CPU
+ * fallback, since ['cuda','cpu'] throws instead of falling back) and runs them with typed,
+ * named feeds; a missing or misnamed input is reported with the graph's expected names.
+ */
+
+export type Device = 'auto' | 'cpu' | 'cuda';
+
+export interface SessionOptions {
+  device?: Device;
+  intraOpThreads?: number;
+  interOpThreads?: number;
+  /** Called with the reason when `auto` falls back to CPU. */
+  onFallback?: (reason: string) => void;
+}
+
+export type Feed = Float32Array | BigInt64Array | Int32Array | Uint8Array;
+
+export interface TensorOut {
+  readonly data: Float32Array | BigInt64Array | Int32Array | Uint8Array;
+  readonly dims: readonly number[];
+}
+
+export class OrtSession {
+  private constructor(
+    private readonly session: ort.InferenceSession,
+    readonly device: 'cpu' | 'cuda',
+  ) {}
+
+  get inputNames(): readonly string[] {
+    return this.session.inputNames;
+  }
+  get outputNames(): readonly string[] {
+    return this.session.outputNames;
+  }
+
+  static async create(model: string | Uint8Array, opts: SessionOptions = {}): Promise<OrtSession> {
+    const device = opts.device ?? 'auto';
+    const base: ort.InferenceSession.SessionOptions = {
+      graphOptimizationLevel: 'all',
+      ...(opts.intraOpThreads ? { intraOpNumThreads: opts.intraOpThreads } : {}),
+      ...(opts.interOpThreads ? { interOpNumThreads: opts.interOpThreads } : {}),
+    };
+    const open = (providers: string[]) =>
+      typeof model === 'string'
+        ? ort.InferenceSession.create(model, { ...base, executionProviders: providers })
+        : ort.InferenceSession.create(model, { ...base, executionProviders: providers });
+    if (device !== 'cpu') {
+      try {
+        return new OrtSession(await open(['cuda']), 'cuda');
+      } catch (err) {
+        const reason = err instanceof Error ? err.message : String(err);
+        if (device === 'cuda') fail('TF_ERR_RUNTIME', `CUDA execution provider unavailable: ${reason}`, err);
+        opts.onFallback?.(reason);
+      }
+    }
+    try {
+      return new OrtSession(await open(['cpu']), 'cpu');
+    } catch (err) {
+      const where = typeof model === 'string' ? model : 'in-memory model';
+      fail('TF_ERR_RUNTIME', `onnxruntime could not load ${where}: ${(err as Error).message}`, err);
+    }
+  }
+
+  /** Runs the graph; `feeds` maps input names to [data, dims]. Inputs are passed without copying. */
+  async run(
+    feeds: Record<string, readonly [Feed, readonly number[]]>,
+    outputs?: readonly string[],
+  ): Promise<Record<string, TensorOut>> {
+    const missing = this.session.inputNames.filter((n) => !(n in feeds));
+    const unknown = Object.keys(feeds).filter((n) => !this.session.inputNames.includes(n));
+    if (missing.length || unknown.length) {
+      fail(
+        'TF_ERR_RUNTIME',
+        `graph inputs are [${this.session.inputNames.join(', ')}]` +
+          (missing.length ? `; missing: ${missing.join(', ')}` : '') +
+          (unknown.length ? `; unknown: ${unknown.join(', ')}` : ''),
+      );
+    }
+    const ortFeeds: Record<string, ort.Tensor> = {};
+    for (const [name, [data, dims]] of Object.entries(feeds)) ortFeeds[name] = new ort.Tensor(data, dims);
+    const result = outputs ? await this.session.run(ortFeeds, [...outputs]) : await this.session.run(ortFeeds);
+    const out: Record<string, TensorOut> = {};
+    for (const [name, t] of Object.entries(result)) {
+      out[name] = { data: t.data as TensorOut['data'], dims: t.dims };
+    }
+    return out;
+  }
+
+  async release(): Promise<void> {
+    await this.session.release();
+  }
+}
+
+export function ortVersion(): string {
+  return ort.env.versions.node ?? 'unknown';
+}

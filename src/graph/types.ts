@@ -1,0 +1,60 @@
+/** Element types the builder knows, with their ONNX TensorProto.DataType codes and sizes. */
+export const DATA_TYPES = {
+  float32: { onnx: 1, bytes: 4 },
+  int32: { onnx: 6, bytes: 4 },
+  int64: { onnx: 7, bytes: 8 },
+  bool: { onnx: 9, bytes: 1 },
+  float16: { onnx: 10, bytes: 2 },
+  float64: { onnx: 11, bytes: 8 },
+} as const;
+
+export type DataType = keyof typeof DATA_TYPES;
+
+/** A dimension: a known size, or a symbol (e.g. `batch`) fixed only at run time. */
+export type Dim = number | string;
+export type Shape = readonly Dim[];
+
+/** A value flowing through a graph: the builder's handle for an ONNX tensor name. */
+export interface Value {
+  readonly name: string;
+  readonly dtype: DataType;
+  readonly shape: Shape;
+}
+
+export type AttributeValue = number | string | readonly number[] | readonly string[] | TensorData;
+
+/** Raw tensor contents for constants and initializers. */
+export interface TensorData {
+  readonly kind: 'tensor';
+  readonly dtype: DataType;
+  readonly shape: readonly number[];
+  readonly data: ArrayBufferView;
+}
+
+/** Attributes tagged for serialization: plain numbers are ints unless wrapped by `float()`. */
+export type Attr =
+  | { type: 'int'; value: number }
+  | { type: 'float'; value: number }
+  | { type: 'string'; value: string }
+  | { type: 'ints'; value: readonly number[] }
+  | { type: 'floats'; value: readonly number[] }
+  | { type: 'tensor'; value: TensorData }
+  /** A reference to an attribute of the enclosing local function (ONNX `ref_attr_name`). */
+  | { type: 'ref'; refType: 'float' | 'int'; value: string };
+
+export interface NodeSpec {
+  readonly op: string;
+  readonly domain: string;
+  readonly inputs: readonly string[];
+  readonly outputs: readonly string[];
+  readonly attrs: Readonly<Record<string, Attr>>;
+  readonly name: string;
+}
+
+export function shapeToString(s: Shape): string {
+  return `[${s.join(', ')}]`;
+}
+
+export function numel(shape: readonly number[]): number {
+  return shape.reduce((a, b) => a * b, 1);
+}

@@ -1,0 +1,163 @@
+import { defineFunction, type GraphBuilder, tensor } from '../graph/builder.ts';
+import type { Value } from '../graph/types.ts';
+import { headDim, rotaryDims, type TokenFormerConfig } from './config.ts';
+import { attnSite, EMBEDDING, FINAL_NORM_BIAS, FINAL_NORM_WEIGHT, ffnSite, type PattentionSite } from './params.ts';
+
+/**
+ * The one TokenFormer definition (arXiv 2410.23168), read top-down like the paper:
+ * Pattention → attention → FFN → block → model. Every graph the project emits (the exported
+ * full-sequence model, the KV-cache decoder, the training step) is built from these functions;
+ * they differ only in how attention reaches past keys/values (`Attend`) and whether Pattention
+ * is a custom-op node or inlined primitives (for autodiff).
+ */
+
+export const PATTENTION_DOMAIN = 'ai.tokenformer';
+
+/**
+ * Guard for ‖A‖₂ = 0 (the official code has no epsilon, so a zero row gives 0/0). The smallest
+ * normal float32: any non-degenerate row's norm is larger, so no real result changes.
+ */
+const NORM_FLOOR = 1.1754943508222875e-38;
+
+/** Pattention body: GELU(A/‖A‖₂·τ)·V with A = x·Kᵀ; GELU is the exact erf form. */
+function pattentionBody(g: GraphBuilder, [x, keys, values]: readonly Value[], tau: Value): Value {
+  const a = g.matmul(x!, g.transpose(keys!, [1, 0])); // [B, T, n]
+  const norm = g.max(g.reduce('ReduceL2', a, [-1], true), g.scalar(NORM_FLOOR)); // [B, T, 1]
+  const z = g.mul(g.div(a, norm), tau); // [B, T, n]
+  const gelu = g.mul(g.mul(z, g.scalar(0.5)), g.add(g.scalar(1), g.erf(g.mul(z, g.scalar(Math.SQRT1_2)))));
+  return g.matmul(gelu, values!); // [B, T, d_out]
+}
+
+/** `ai.tokenformer::Pattention(x, keys, values; tau)`: one node per layer in exported graphs. */
+export const PATTENTION = defineFunction({
+  domain: PATTENTION_DOMAIN,
+  name: 'Pattention',
+  docString:
+    'TokenFormer token-parameter attention: GELU(Z)·V, Z = A/‖A‖₂·tau, A = x·Kᵀ (L2 over the n parameter tokens).',
+  inputs: [
+    { name: 'x', dtype: 'float32', shape: ['batch', 'seq', 'd_in'] },
+    { name: 'keys', dtype: 'float32', shape: ['n', 'd_in'] },
+    { name: 'values', dtype: 'float32', shape: ['n', 'd_out'] },
+  ],
+  attributes: ['tau'],
+  body: (g, inputs, attr) => [pattentionBody(g, inputs, attr('tau'))],
+});
+
+/** Where the parameters come from: initializers (export) or graph inputs (training). */
+export type Weights = (name: string) => Value;
+
+export interface BuildOptions {
+  /** `function`: Pattention is one custom-op node; `inline`: primitives (for gradients). */
+  pattention: 'function' | 'inline';
+}
+
+/**
+ * Attention over the sequence for one layer: q, k, v are [B, T, H, Dh] after rotary; returns
+ * [B, T, H, Dh]. The full-sequence graph attends causally within the input; the decoder graph
+ * also attends to the cached past.
+ */
+export type Attend = (layer: number, q: Value, k: Value, v: Value) => Value;
+
+export interface Ctx {
+  g: GraphBuilder;
+  cfg: TokenFormerConfig;
+  w: Weights;
+  opts: BuildOptions;
+}
+
+export function pattention(c: Ctx, site: PattentionSite, x: Value): Value {
+  const keys = c.w(`${site.prefix}.keys`);
+  const values = c.w(`${site.prefix}.values`);
+  const tau = c.cfg[site.kind].tau;
+  return c.opts.pattention === 'function'
+    ? c.g.call(PATTENTION, [x, keys, values], { tau })[0]!
+    : c.g.inline(PATTENTION, [x, keys, values], { tau })[0]!;
+}
+
+/** LayerNorm without weight or bias (the blocks' norms). */
+function plainNorm(c: Ctx, x: Value): Value {
+  const d = c.cfg.hidden_size;
+  const ones = c.g.constant(tensor('float32', [d], new Float32Array(d).fill(1)), 'ln_ones');
+  return c.g.layerNorm(x, ones, undefined, c.cfg.layernorm_eps);
+}
+
+export interface Rotary {
+  cos: Value;
+  sin: Value;
+}
+
+/**
+ * Rotary angles for absolute positions [B|1, T] → cos, sin of shape [B|1, T, 1, r/2]
+ * (broadcast over heads). inv_freq[j] = base^(−2j/r), GPT-NeoX.
+ */
+export function rotaryAngles(c: Ctx, positions: Value): Rotary | undefined {
+  const r = rotaryDims(c.cfg);
+  if (r === 0) return undefined;
+  const invFreq = Array.from({ length: r / 2 }, (_, j) => c.cfg.rotary_base ** ((-2 * j) / r));
+  const pos = c.g.unsqueeze(c.g.cast(positions, 'float32'), [-1, -2]); // [B, T, 1, 1]
+  const angles = c.g.mul(pos, c.g.floats(invFreq)); // [B, T, 1, r/2]
+  return { cos: c.g.cos(angles), sin: c.g.sin(angles) };
+}
+
+/** GPT-NeoX rotate_half on the first r dims of each head of x [B, T, H, Dh]. */
+function applyRotary(c: Ctx, x: Value, rot: Rotary | undefined): Value {
+  if (!rot) return x;
+  const r = rotaryDims(c.cfg);
+  const dh = headDim(c.cfg);
+  const g = c.g;
+  const x1 = g.slice(x, -1, 0, r / 2); // [B, T, H, r/2]
+  const x2 = g.slice(x, -1, r / 2, r);
+  const out1 = g.sub(g.mul(x1, rot.cos), g.mul(x2, rot.sin));
+  const out2 = g.add(g.mul(x2, rot.cos), g.mul(x1, rot.sin));
+  return g.concat(r === dh ? [out1, out2] : [out1, out2, g.slice(x, -1, r, dh)], -1); // [B, T, H, Dh]
+}
+
+/** Causal scaled-dot-product attention within the input sequence (no cache). */
+export function causalAttend(c: Ctx): Attend {
+  const g = c.g;
+  let mask: Value | undefined; // [T, T] bool, shared by all layers
+  return (_layer, q, k, v) => {
+    if (!mask) {
+      const pos = g.range(g.dimSize(q, 1), q.shape[1]!); // [T]
+      mask = g.lessOrEqual(g.unsqueeze(pos, [0]), g.unsqueeze(pos, [1])); // [T, T]: key ≤ query
+    }
+    const qh = g.transpose(q, [0, 2, 1, 3]); // [B, H, T, Dh]
+    const kt = g.transpose(k, [0, 2, 3, 1]); // [B, H, Dh, T]
+    const vh = g.transpose(v, [0, 2, 1, 3]); // [B, H, T, Dh]
+    const scores = g.mul(g.matmul(qh, kt), g.scalar(1 / Math.sqrt(headDim(c.cfg)))); // [B, H, T, T]
+    const masked = g.where(mask, scores, g.scalar(-3.4028234663852886e38));
+    const out = g.matmul(g.softmax(masked, -1), vh); // [B, H, T, Dh]
+    return g.transpose(out, [0, 2, 1, 3]); // [B, T, H, Dh]
+  };
+}
+
+/** x + Pattention_o(attention(rotary(q), rotary(k), v)) on h = LN(x). */
+function attentionBlock(c: Ctx, layer: number, h: Value, rot: Rotary | undefined, attend: Attend): Value {
+  const { g, cfg } = c;
+  const heads = (site: PattentionSite) => g.reshape(pattention(c, site, h), [0, 0, cfg.num_heads, headDim(cfg)]);
+  const q = applyRotary(c, heads(attnSite(layer, 'q')), rot); // [B, T, H, Dh]
+  const k = applyRotary(c, heads(attnSite(layer, 'k')), rot); // [B, T, H, Dh]
+  const v = heads(attnSite(layer, 'v')); // [B, T, H, Dh]
+  const merged = g.reshape(attend(layer, q, k, v), [0, 0, cfg.hidden_size]); // [B, T, d]
+  return pattention(c, attnSite(layer, 'o'), merged); // [B, T, d]
+}
+
+/** Pre-norm block with sequential residuals, as in the official code. */
+export function block(c: Ctx, layer: number, x: Value, rot: Rotary | undefined, attend: Attend): Value {
+  const x1 = c.g.add(x, attentionBlock(c, layer, plainNorm(c, x), rot, attend)); // [B, T, d]
+  return c.g.add(x1, pattention(c, ffnSite(layer), plainNorm(c, x1))); // [B, T, d]
+}
+
+/**
+ * The model: ids [B, T] (int64), positions [B|1, T] (int64, absolute) → logits [B, T, V].
+ * Tied embeddings, no position embeddings besides rotary.
+ */
+export function tokenformer(c: Ctx, ids: Value, positions: Value, attend: Attend): Value {
+  const { g, w, cfg } = c;
+  const embed = w(EMBEDDING); // [V, d]
+  let x = g.gather(embed, ids); // [B, T, d]
+  const rot = rotaryAngles(c, positions);
+  for (let i = 0; i < cfg.num_layers; i++) x = block(c, i, x, rot, attend);
+  const normed = g.layerNorm(x, w(FINAL_NORM_WEIGHT), w(FINAL_NORM_BIAS), cfg.layernorm_eps); // [B, T, d]
+  return g.matmul(normed, g.transpose(embed, [1, 0])); // [B, T, V]
+}

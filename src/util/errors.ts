@@ -1,0 +1,33 @@
+/**
+ * Typed errors that cross module boundaries. Every user-facing failure carries a stable code so
+ * callers (CLI, server) can map it without parsing messages; the message names the file and
+ * the problem so a user can act on it.
+ */
+export type ErrorCode =
+  | 'TF_ERR_BAD_CONFIG'
+  | 'TF_ERR_BAD_SAFETENSORS'
+  | 'TF_ERR_BAD_ZIP'
+  | 'TF_ERR_BAD_PICKLE'
+  | 'TF_ERR_BAD_CHECKPOINT'
+  | 'TF_ERR_BAD_ARGS'
+  | 'TF_ERR_GRAPH'
+  | 'TF_ERR_NOT_FOUND'
+  | 'TF_ERR_RUNTIME';
+
+export class TokenFormerError extends Error {
+  readonly code: ErrorCode;
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'TokenFormerError';
+    this.code = code;
+  }
+}
+
+export function fail(code: ErrorCode, message: string, cause?: unknown): never {
+  throw new TokenFormerError(code, message, cause === undefined ? undefined : { cause });
+}
+
+/** Asserts an internal invariant; a failure here is a bug, not bad input. */
+export function invariant(condition: unknown, message: string): asserts condition {
+  if (!condition) throw new Error(`internal invariant violated: ${message}`);
+}
