@@ -44,10 +44,12 @@ export class OrtSession {
       ...(opts.intraOpThreads ? { intraOpNumThreads: opts.intraOpThreads } : {}),
       ...(opts.interOpThreads ? { interOpNumThreads: opts.interOpThreads } : {}),
     };
-    const open = (providers: string[]) =>
-      typeof model === 'string'
-        ? ort.InferenceSession.create(model, { ...base, executionProviders: providers })
-        : ort.InferenceSession.create(model, { ...base, executionProviders: providers });
+    const open = (providers: string[]) => {
+      const o = { ...base, executionProviders: providers };
+      return typeof model === 'string'
+        ? ort.InferenceSession.create(model, o)
+        : ort.InferenceSession.create(model, o);
+    };
     if (device !== 'cpu') {
       try {
         return new OrtSession(await open(['cuda']), 'cuda');
@@ -82,7 +84,9 @@ export class OrtSession {
     }
     const ortFeeds: Record<string, ort.Tensor> = {};
     for (const [name, [data, dims]] of Object.entries(feeds)) ortFeeds[name] = new ort.Tensor(data, dims);
-    const result = outputs ? await this.session.run(ortFeeds, [...outputs]) : await this.session.run(ortFeeds);
+    const result = outputs
+      ? await this.session.run(ortFeeds, [...outputs])
+      : await this.session.run(ortFeeds);
     const out: Record<string, TensorOut> = {};
     for (const [name, t] of Object.entries(result)) {
       out[name] = { data: t.data as TensorOut['data'], dims: t.dims };

@@ -3,7 +3,13 @@ import { join } from 'node:path';
 import type { GraphBuilder } from '../graph/builder.ts';
 import { ONNX_OPSET, serializeModel } from '../graph/serialize.ts';
 import type { Value } from '../graph/types.ts';
-import { type Checkpoint, fileSha256, loadCheckpoint, TOKENIZER_FILE, weightsChecksum } from '../model/checkpoint.ts';
+import {
+  type Checkpoint,
+  fileSha256,
+  loadCheckpoint,
+  TOKENIZER_FILE,
+  weightsChecksum,
+} from '../model/checkpoint.ts';
 import type { TokenFormerConfig } from '../model/config.ts';
 import { paramCount } from '../model/params.ts';
 import { PATTENTION_DOMAIN } from '../model/tokenformer.ts';
@@ -106,7 +112,11 @@ function writeGraph(
 }
 
 /** Exports a loaded checkpoint into `outDir` (replaced atomically). */
-export async function exportModel(ckpt: Checkpoint, outDir: string, opts: ExportOptions = {}): Promise<Manifest> {
+export async function exportModel(
+  ckpt: Checkpoint,
+  outDir: string,
+  opts: ExportOptions = {},
+): Promise<Manifest> {
   const cfg = ckpt.meta.model;
   const log = opts.onProgress ?? (() => {});
   let manifest: Manifest | undefined;
@@ -141,7 +151,11 @@ export async function exportModel(ckpt: Checkpoint, outDir: string, opts: Export
 }
 
 /** `npm run export`: checkpoint directory → export directory. */
-export async function exportCheckpoint(checkpointDir: string, outDir: string, opts: ExportOptions = {}): Promise<Manifest> {
+export async function exportCheckpoint(
+  checkpointDir: string,
+  outDir: string,
+  opts: ExportOptions = {},
+): Promise<Manifest> {
   opts.onProgress?.(`loading ${checkpointDir}`);
   return exportModel(loadCheckpoint(checkpointDir), outDir, opts);
 }

@@ -1,7 +1,7 @@
 import { GraphBuilder, tensor } from '../graph/builder.ts';
 import type { TokenFormerConfig } from '../model/config.ts';
 import { paramSpecs } from '../model/params.ts';
-import { causalAttend, type Ctx, tokenformer } from '../model/tokenformer.ts';
+import { type Ctx, causalAttend, tokenformer } from '../model/tokenformer.ts';
 import { fail } from '../util/errors.ts';
 
 /**

@@ -57,7 +57,10 @@ export function tensor(dtype: DataType, shape: readonly number[], data: ArrayBuf
   const expected = numel(shape);
   const got = data.byteLength / bytesOf(dtype);
   if (got !== expected) {
-    fail('TF_ERR_GRAPH', `tensor data holds ${got} ${dtype} elements but shape [${shape.join(', ')}] needs ${expected}`);
+    fail(
+      'TF_ERR_GRAPH',
+      `tensor data holds ${got} ${dtype} elements but shape [${shape.join(', ')}] needs ${expected}`,
+    );
   }
   return { kind: 'tensor', dtype, shape, data };
 }
@@ -116,7 +119,8 @@ export class GraphBuilder {
 
   /** Marks `v` as a graph output named `name` (an Identity renames it when needed). */
   output(v: Value, name?: string): Value {
-    const out = name === undefined || name === v.name ? v : this.emit('Identity', [v], {}, v.dtype, v.shape, name);
+    const out =
+      name === undefined || name === v.name ? v : this.emit('Identity', [v], {}, v.dtype, v.shape, name);
     this.outputs.push(out);
     return out;
   }
@@ -259,14 +263,25 @@ export class GraphBuilder {
   }
 
   /** ReduceSum / ReduceMean / ReduceL2 / ReduceMax with axes as an input (opset ≥ 18). */
-  reduce(op: 'ReduceSum' | 'ReduceMean' | 'ReduceL2' | 'ReduceMax', x: Value, axes: readonly number[], keepdims: boolean): Value {
+  reduce(
+    op: 'ReduceSum' | 'ReduceMean' | 'ReduceL2' | 'ReduceMax',
+    x: Value,
+    axes: readonly number[],
+    keepdims: boolean,
+  ): Value {
     const shape = reduceShape(op, x.shape, axes, keepdims);
     return this.emit(op, [x, this.ints(axes)], { keepdims: attr.int(keepdims ? 1 : 0) }, x.dtype, shape);
   }
 
   softmax(x: Value, axis = -1): Value {
     normAxis('Softmax', axis, x.shape.length);
-    return this.emit('Softmax', [x], { axis: attr.int(axis) }, this.sameType('Softmax', [x], ['float32', 'float64']), x.shape);
+    return this.emit(
+      'Softmax',
+      [x],
+      { axis: attr.int(axis) },
+      this.sameType('Softmax', [x], ['float32', 'float64']),
+      x.shape,
+    );
   }
 
   /** LayerNormalization-17 over the last axis; `scale` is required by the op, so pass ones. */
@@ -274,10 +289,16 @@ export class GraphBuilder {
     const d = x.shape[x.shape.length - 1]!;
     for (const p of bias ? [scale, bias] : [scale]) {
       if (p.shape.length !== 1 || p.shape[0] !== d) {
-        fail('TF_ERR_GRAPH', `LayerNormalization: parameter ${p.name} ${shapeToString(p.shape)} must be [${d}]`);
+        fail(
+          'TF_ERR_GRAPH',
+          `LayerNormalization: parameter ${p.name} ${shapeToString(p.shape)} must be [${d}]`,
+        );
       }
     }
-    const t = this.sameType('LayerNormalization', bias ? [x, scale, bias] : [x, scale], ['float32', 'float64']);
+    const t = this.sameType('LayerNormalization', bias ? [x, scale, bias] : [x, scale], [
+      'float32',
+      'float64',
+    ]);
     const attrs = { axis: attr.int(-1), epsilon: attr.float(eps) };
     return this.emit('LayerNormalization', bias ? [x, scale, bias] : [x, scale], attrs, t, x.shape);
   }
@@ -315,7 +336,16 @@ export class GraphBuilder {
 
   concat(xs: readonly Value[], axis: number): Value {
     const t = this.sameType('Concat', xs);
-    return this.emit('Concat', xs, { axis: attr.int(axis) }, t, concatShape(xs.map((x) => x.shape), axis));
+    return this.emit(
+      'Concat',
+      xs,
+      { axis: attr.int(axis) },
+      t,
+      concatShape(
+        xs.map((x) => x.shape),
+        axis,
+      ),
+    );
   }
 
   /** The run-time size of one axis of `x`, as an int64 scalar. */
@@ -328,7 +358,8 @@ export class GraphBuilder {
 
   /** int64 [0, 1, …, n−1] for a run-time scalar n; `dim` names the resulting length. */
   range(n: Value, dim: Dim): Value {
-    if (n.dtype !== 'int64' || n.shape.length !== 0) fail('TF_ERR_GRAPH', 'Range: limit must be an int64 scalar');
+    if (n.dtype !== 'int64' || n.shape.length !== 0)
+      fail('TF_ERR_GRAPH', 'Range: limit must be an int64 scalar');
     return this.emit('Range', [this.scalar(0, 'int64'), n, this.scalar(1, 'int64')], {}, 'int64', [dim]);
   }
 
@@ -377,7 +408,11 @@ export class GraphBuilder {
     const existing = this.functions.get(where);
     if (existing && existing !== fn) fail('TF_ERR_GRAPH', `two different functions named ${where}`);
     this.functions.set(where, fn);
-    const outs = traced.map((t) => ({ name: this.fresh(fn.name.toLowerCase()), dtype: t.dtype, shape: t.shape }));
+    const outs = traced.map((t) => ({
+      name: this.fresh(fn.name.toLowerCase()),
+      dtype: t.dtype,
+      shape: t.shape,
+    }));
     const attrSpecs: Record<string, Attr> = {};
     for (const [k, v] of Object.entries(attrs)) attrSpecs[k] = attr.float(v);
     this.nodes.push({

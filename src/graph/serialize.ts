@@ -91,7 +91,9 @@ function valueInfo(v: Value): ValueInfoProto {
   const dims = v.shape.map((d) =>
     create(
       TensorShapeProto_DimensionSchema,
-      typeof d === 'number' ? { value: { case: 'dimValue', value: BigInt(d) } } : { value: { case: 'dimParam', value: d } },
+      typeof d === 'number'
+        ? { value: { case: 'dimValue', value: BigInt(d) } }
+        : { value: { case: 'dimParam', value: d } },
     ),
   );
   return create(ValueInfoProtoSchema, {

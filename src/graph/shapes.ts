@@ -14,7 +14,8 @@ function graphError(op: string, message: string): never {
 /** Normalises a possibly negative axis against a rank. */
 export function normAxis(op: string, axis: number, rank: number): number {
   const a = axis < 0 ? axis + rank : axis;
-  if (!Number.isInteger(a) || a < 0 || a >= rank) graphError(op, `axis ${axis} out of range for rank ${rank}`);
+  if (!Number.isInteger(a) || a < 0 || a >= rank)
+    graphError(op, `axis ${axis} out of range for rank ${rank}`);
   return a;
 }
 
@@ -87,7 +88,8 @@ export function reshapeShape(s: Shape, spec: readonly number[]): Dim[] {
   if (spec.filter((d) => d === -1).length > 1) graphError('Reshape', 'at most one -1 allowed');
   const out: Dim[] = spec.map((d, i) => {
     if (d === 0) {
-      if (i >= s.length) graphError('Reshape', `0 at index ${i} but input ${shapeToString(s)} has rank ${s.length}`);
+      if (i >= s.length)
+        graphError('Reshape', `0 at index ${i} but input ${shapeToString(s)} has rank ${s.length}`);
       return s[i]!;
     }
     if (d < -1 || !Number.isInteger(d)) graphError('Reshape', `invalid target dim ${d}`);
@@ -110,7 +112,10 @@ export function reshapeShape(s: Shape, spec: readonly number[]): Dim[] {
   const unSym = unmatched.filter((d): d is string => typeof d === 'string');
   if (inferAt < 0) {
     if (restSym.length === 0 && unSym.length === 0 && restNum !== unNum) {
-      graphError('Reshape', `cannot reshape ${shapeToString(s)} to ${shapeToString(out)}: element counts differ`);
+      graphError(
+        'Reshape',
+        `cannot reshape ${shapeToString(s)} to ${shapeToString(out)}: element counts differ`,
+      );
     }
     return out;
   }
@@ -130,7 +135,8 @@ export function concatShape(shapes: readonly Shape[], axis: number): Dim[] {
   const a = normAxis('Concat', axis, first.length);
   const out = [...first];
   for (const s of shapes.slice(1)) {
-    if (s.length !== first.length) graphError('Concat', `rank mismatch ${shapeToString(first)} vs ${shapeToString(s)}`);
+    if (s.length !== first.length)
+      graphError('Concat', `rank mismatch ${shapeToString(first)} vs ${shapeToString(s)}`);
     s.forEach((d, i) => {
       if (i !== a && d !== first[i]) {
         graphError('Concat', `dim ${i} differs: ${shapeToString(first)} vs ${shapeToString(s)}`);

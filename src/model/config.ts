@@ -89,7 +89,10 @@ function checkNormActivation(where: string, v: unknown): 'l2_norm_gelu' {
 function pattention(where: string, obj: Json, key: PattentionKind): PattentionConfig {
   const v = obj[key];
   if (!isObject(v)) fail('TF_ERR_BAD_CONFIG', `${where}: "${key}" must be an object {tokens, tau}`);
-  return { tokens: positiveInt(`${where}.${key}`, v, 'tokens'), tau: positiveNumber(`${where}.${key}`, v, 'tau') };
+  return {
+    tokens: positiveInt(`${where}.${key}`, v, 'tokens'),
+    tau: positiveNumber(`${where}.${key}`, v, 'tau'),
+  };
 }
 
 /** Cross-field rules shared by our config and the official one. */
@@ -136,7 +139,11 @@ export function validateModelConfig(raw: unknown, where = 'config.json'): TokenF
  * Converts an official TokenFormer `config.json` (Hugging Face release layout). τ is √n, as the
  * official code computes it. `vocab_size` may be absent (the embedding's row count decides).
  */
-export function fromOfficialConfig(raw: unknown, vocabRows: number, where = 'config.json'): TokenFormerConfig {
+export function fromOfficialConfig(
+  raw: unknown,
+  vocabRows: number,
+  where = 'config.json',
+): TokenFormerConfig {
   if (!isObject(raw)) fail('TF_ERR_BAD_CONFIG', `${where}: must be a JSON object`);
   const act = raw.norm_activation_type ?? 'l2_norm_gelu';
   const qkv = positiveInt(where, raw, 'qkv_slot_num');
@@ -161,7 +168,11 @@ export function fromOfficialConfig(raw: unknown, vocabRows: number, where = 'con
     rotary_pct: rotary,
     rotary_base: positiveNumber(where, raw, 'rotary_emb_base', 10000),
     layernorm_eps: positiveNumber(where, raw, 'layernorm_epsilon', 1e-5),
-    max_seq_len: positiveInt(where, raw, raw.seq_length === undefined ? 'max_position_embeddings' : 'seq_length'),
+    max_seq_len: positiveInt(
+      where,
+      raw,
+      raw.seq_length === undefined ? 'max_position_embeddings' : 'seq_length',
+    ),
     norm_activation: checkNormActivation(where, act),
     qkv: { tokens: qkv, tau: defaultTau(qkv) },
     proj: { tokens: proj, tau: defaultTau(proj) },

@@ -59,11 +59,21 @@ export interface ParamSpec {
 export function paramSpecs(c: TokenFormerConfig): ParamSpec[] {
   const d = c.hidden_size;
   const specs: ParamSpec[] = [
-    { name: EMBEDDING, shape: [c.vocab_size, d], official: 'sequential.0.word_embeddings.weight', decay: true },
+    {
+      name: EMBEDDING,
+      shape: [c.vocab_size, d],
+      official: 'sequential.0.word_embeddings.weight',
+      decay: true,
+    },
   ];
   for (const s of pattentionSites(c)) {
     const n = c[s.kind].tokens;
-    specs.push({ name: `${s.prefix}.keys`, shape: [n, d], official: `${s.official}.key_param_tokens`, decay: true });
+    specs.push({
+      name: `${s.prefix}.keys`,
+      shape: [n, d],
+      official: `${s.official}.key_param_tokens`,
+      decay: true,
+    });
     specs.push({
       name: `${s.prefix}.values`,
       shape: [n, d],

@@ -1,7 +1,14 @@
 import { defineFunction, type GraphBuilder, tensor } from '../graph/builder.ts';
 import type { Value } from '../graph/types.ts';
 import { headDim, rotaryDims, type TokenFormerConfig } from './config.ts';
-import { attnSite, EMBEDDING, FINAL_NORM_BIAS, FINAL_NORM_WEIGHT, ffnSite, type PattentionSite } from './params.ts';
+import {
+  attnSite,
+  EMBEDDING,
+  FINAL_NORM_BIAS,
+  FINAL_NORM_WEIGHT,
+  ffnSite,
+  type PattentionSite,
+} from './params.ts';
 
 /**
  * The one TokenFormer definition (arXiv 2410.23168), read top-down like the paper:
@@ -134,7 +141,8 @@ export function causalAttend(c: Ctx): Attend {
 /** x + Pattention_o(attention(rotary(q), rotary(k), v)) on h = LN(x). */
 function attentionBlock(c: Ctx, layer: number, h: Value, rot: Rotary | undefined, attend: Attend): Value {
   const { g, cfg } = c;
-  const heads = (site: PattentionSite) => g.reshape(pattention(c, site, h), [0, 0, cfg.num_heads, headDim(cfg)]);
+  const heads = (site: PattentionSite) =>
+    g.reshape(pattention(c, site, h), [0, 0, cfg.num_heads, headDim(cfg)]);
   const q = applyRotary(c, heads(attnSite(layer, 'q')), rot); // [B, T, H, Dh]
   const k = applyRotary(c, heads(attnSite(layer, 'k')), rot); // [B, T, H, Dh]
   const v = heads(attnSite(layer, 'v')); // [B, T, H, Dh]

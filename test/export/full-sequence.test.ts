@@ -12,8 +12,12 @@ import { randomParams, referenceLogits } from '../reference/tokenformer-f64.ts';
 function f32Params(cfg: TokenFormerConfig, seed: number): Map<string, Float32Array> {
   const out = new Map<string, Float32Array>();
   for (const [name, p] of randomParams(cfg, seed)) {
-    const scale = name === 'embed.weight' ? 40 : name.endsWith('.keys') ? 30 : name.startsWith('final_norm') ? 1 : 4;
-    out.set(name, Float32Array.from(p, (x) => x * scale));
+    const scale =
+      name === 'embed.weight' ? 40 : name.endsWith('.keys') ? 30 : name.startsWith('final_norm') ? 1 : 4;
+    out.set(
+      name,
+      Float32Array.from(p, (x) => x * scale),
+    );
   }
   return out;
 }
@@ -44,7 +48,16 @@ const CASES: [string, Partial<TokenFormerConfig>][] = [
   ['rotary_pct 0 (no rotary)', { rotary_pct: 0 }],
   ['rotary_pct 1 (whole head)', { rotary_pct: 1 }],
   ['one head, one layer', { num_heads: 1, num_layers: 1, rotary_pct: 0.5 }],
-  ['8 heads, tokens < hidden', { hidden_size: 32, num_heads: 8, rotary_pct: 0.5, qkv: { tokens: 7, tau: 2.5 }, ffn: { tokens: 5, tau: 1 } }],
+  [
+    '8 heads, tokens < hidden',
+    {
+      hidden_size: 32,
+      num_heads: 8,
+      rotary_pct: 0.5,
+      qkv: { tokens: 7, tau: 2.5 },
+      ffn: { tokens: 5, tau: 1 },
+    },
+  ],
 ];
 
 for (const [name, over] of CASES) {

@@ -23,9 +23,15 @@ test('shape and dtype errors are raised at build time, naming the op and shapes'
   assert.throws(() => g.erf(ids), /Erf: dtype int64 not supported/);
   assert.throws(() => g.gather(b, a), /Gather: indices must be int64/);
   assert.throws(() => g.input('a', 'float32', [1]), /value name "a" is already used/);
-  assert.throws(() => tensor('float32', [2, 2], new Float32Array(3)), /holds 3 float32 elements but shape \[2, 2\] needs 4/);
+  assert.throws(
+    () => tensor('float32', [2, 2], new Float32Array(3)),
+    /holds 3 float32 elements but shape \[2, 2\] needs 4/,
+  );
   const other = g.input('other', 'float32', ['seq', 4]);
-  assert.throws(() => g.add(a, other), /Add: cannot prove \[batch, 3, 4\] and \[seq, 4\] broadcast \(dims 3 vs seq\)/);
+  assert.throws(
+    () => g.add(a, other),
+    /Add: cannot prove \[batch, 3, 4\] and \[seq, 4\] broadcast \(dims 3 vs seq\)/,
+  );
 });
 
 test('shape inference follows ONNX semantics for reshape, slice, concat, reduce and gather', () => {
@@ -102,7 +108,10 @@ test('external data: initializers are written beside the model and loaded from t
   const chunks: { bytes: Uint8Array; offset: number }[] = [];
   const bytes = serializeModel(g, {
     graphName: 't',
-    externalData: { location: 'm.onnx.data', writeChunk: (b, offset) => chunks.push({ bytes: b.slice(), offset }) },
+    externalData: {
+      location: 'm.onnx.data',
+      writeChunk: (b, offset) => chunks.push({ bytes: b.slice(), offset }),
+    },
   });
   assert.equal(chunks.length, 1);
   const data = new Uint8Array(64);

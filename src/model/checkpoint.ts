@@ -1,0 +1,180 @@
+import { createHash } from 'node:crypto';
+import { closeSync, copyFileSync, existsSync, openSync, readFileSync, readSync } from 'node:fs';
+import { join } from 'node:path';
+import { replaceDirAtomic, writeJsonAtomic } from '../util/atomic.ts';
+import { fail } from '../util/errors.ts';
+import { SafeTensorsFile, writeSafeTensors } from '../util/safetensors.ts';
+import { type TokenFormerConfig, validateModelConfig } from './config.ts';
+import { type ParamSpec, paramSpecs } from './params.ts';
+
+/**
+ * Our checkpoint directory: `config.json` (CheckpointMeta), `model.safetensors` (parameters by
+ * the names of params.ts) and `tokenizer.json` when there is one.
+ */
+
+export const CONFIG_FILE = 'config.json';
+export const WEIGHTS_FILE = 'model.safetensors';
+export const TOKENIZER_FILE = 'tokenizer.json';
+export const CHECKPOINT_FORMAT = 'tokenformer-checkpoint';
+
+export interface Provenance {
+  /** How the weights came to be: `import`, `train`, `grow`, … */
+  source: string;
+  /** Free-form details (the imported path, the training command, …). */
+  detail?: string;
+  created: string;
+}
+
+export interface Lineage {
+  path: string;
+  sha256: string;
+  step: number;
+}
+
+export interface CheckpointMeta {
+  format: typeof CHECKPOINT_FORMAT;
+  format_version: 1;
+  model: TokenFormerConfig;
+  /** Tokenizer file in the directory and its end-of-text id, or null when none ships. */
+  tokenizer: { file: string; eos_token_id: number | null } | null;
+  provenance: Provenance;
+  /** Optimizer steps the weights have seen. */
+  step: number;
+  /** The checkpoint this one was grown from, if any. */
+  parent: Lineage | null;
+}
+
+export interface Checkpoint {
+  dir: string;
+  meta: CheckpointMeta;
+  params: Map<string, Float32Array>;
+}
+
+export type StorageDType = 'F32' | 'F16' | 'BF16';
+
+function readJson(path: string): unknown {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    fail('TF_ERR_NOT_FOUND', `cannot read ${path}: ${(err as Error).message}`, err);
+  }
+  try {
+    return JSON.parse(text);
+  } catch (err) {
+    fail('TF_ERR_BAD_CONFIG', `${path}: not valid JSON (${(err as Error).message})`, err);
+  }
+}
+
+/** Reads and validates a checkpoint's config.json. */
+export function readCheckpointMeta(dir: string): CheckpointMeta {
+  const path = join(dir, CONFIG_FILE);
+  const raw = readJson(path);
+  if (typeof raw !== 'object' || raw === null || (raw as { format?: unknown }).format !== CHECKPOINT_FORMAT) {
+    fail(
+      'TF_ERR_BAD_CHECKPOINT',
+      `${path}: not a tokenformer checkpoint (format must be "${CHECKPOINT_FORMAT}"; ` +
+        'official releases are converted with `npm run import`)',
+    );
+  }
+  const r = raw as Record<string, unknown>;
+  if (r.format_version !== 1)
+    fail('TF_ERR_BAD_CHECKPOINT', `${path}: unsupported format_version ${String(r.format_version)}`);
+  const tok = r.tokenizer as CheckpointMeta['tokenizer'] | undefined;
+  return {
+    format: CHECKPOINT_FORMAT,
+    format_version: 1,
+    model: validateModelConfig(r.model, `${path} (model)`),
+    tokenizer: tok ?? null,
+    provenance: (r.provenance as Provenance | undefined) ?? { source: 'unknown', created: '' },
+    step: typeof r.step === 'number' ? r.step : 0,
+    parent: (r.parent as Lineage | null | undefined) ?? null,
+  };
+}
+
+/**
+ * Checks a set of named shapes against what the config needs; lists every missing,
+ * unexpected and mis-shaped tensor in one error.
+ */
+export function checkParamNames(
+  where: string,
+  specs: readonly ParamSpec[],
+  have: ReadonlyMap<string, readonly number[]>,
+  nameOf: (s: ParamSpec) => string = (s) => s.name,
+): void {
+  const wanted = new Set(specs.map(nameOf));
+  const missing = specs.map(nameOf).filter((n) => !have.has(n));
+  const unexpected = [...have.keys()].filter((n) => !wanted.has(n));
+  const misShaped = specs
+    .filter((s) => have.has(nameOf(s)) && have.get(nameOf(s))!.join(',') !== s.shape.join(','))
+    .map((s) => `${nameOf(s)} is [${have.get(nameOf(s))!.join(', ')}], expected [${s.shape.join(', ')}]`);
+  const problems = [
+    missing.length ? `missing tensors: ${missing.join(', ')}` : '',
+    unexpected.length ? `unexpected tensors: ${unexpected.join(', ')}` : '',
+    misShaped.length ? `wrong shapes: ${misShaped.join('; ')}` : '',
+  ].filter(Boolean);
+  if (problems.length) fail('TF_ERR_BAD_CHECKPOINT', `${where}: ${problems.join('; ')}`);
+}
+
+/** Loads a checkpoint directory: config validated, every tensor present with the right shape. */
+export function loadCheckpoint(dir: string): Checkpoint {
+  const meta = readCheckpointMeta(dir);
+  const path = join(dir, WEIGHTS_FILE);
+  if (!existsSync(path)) fail('TF_ERR_NOT_FOUND', `${path}: weights file is missing`);
+  const file = SafeTensorsFile.open(path);
+  try {
+    const specs = paramSpecs(meta.model);
+    checkParamNames(path, specs, new Map([...file.tensors].map(([k, v]) => [k, v.shape])));
+    const params = new Map(specs.map((s) => [s.name, file.readF32(s.name)] as const));
+    return { dir, meta, params };
+  } finally {
+    file.close();
+  }
+}
+
+/** A tensor source for saving: either in memory or produced on demand (large imports). */
+export type ParamSource = (spec: ParamSpec) => Float32Array;
+
+/**
+ * Writes a checkpoint directory atomically (built beside, then swapped in). Parameters are
+ * stored as `dtype` (F16/BF16 halve the size; the shipped models use it).
+ */
+export async function saveCheckpoint(
+  dir: string,
+  meta: CheckpointMeta,
+  params: ReadonlyMap<string, Float32Array> | ParamSource,
+  opts: { dtype?: StorageDType; tokenizerFrom?: string } = {},
+): Promise<void> {
+  const get: ParamSource =
+    typeof params === 'function'
+      ? params
+      : (s) => params.get(s.name) ?? fail('TF_ERR_BAD_CHECKPOINT', `parameter ${s.name} is missing`);
+  await replaceDirAtomic(dir, (tmp) => {
+    const specs = paramSpecs(meta.model);
+    writeSafeTensors(
+      join(tmp, WEIGHTS_FILE),
+      specs.map((s) => ({ name: s.name, dtype: opts.dtype ?? 'F32', shape: s.shape, data: () => get(s) })),
+      { format: 'pt' },
+    );
+    if (opts.tokenizerFrom) copyFileSync(opts.tokenizerFrom, join(tmp, TOKENIZER_FILE));
+    writeJsonAtomic(join(tmp, CONFIG_FILE), meta);
+  });
+}
+
+/** SHA-256 of a checkpoint's weights file (lineage records and export manifests). */
+export function weightsChecksum(dir: string): string {
+  return fileSha256(join(dir, WEIGHTS_FILE));
+}
+
+/** Streams the file through SHA-256 in chunks (weights can be larger than one Buffer). */
+export function fileSha256(path: string): string {
+  const h = createHash('sha256');
+  const fd = openSync(path, 'r');
+  try {
+    const buf = Buffer.allocUnsafe(1 << 24);
+    for (let n = readSync(fd, buf); n > 0; n = readSync(fd, buf)) h.update(buf.subarray(0, n));
+  } finally {
+    closeSync(fd);
+  }
+  return h.digest('hex');
+}

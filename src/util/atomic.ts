@@ -1,0 +1,129 @@
+/**
+ * Crash-safe file and directory replacement: output is built under a temporary sibling name,
+ * flushed, then renamed into place, so a reader sees either the old content or the complete new
+ * content, never a partial write.
+ */
+import { randomBytes } from 'node:crypto';
+import {
+  closeSync,
+  existsSync,
+  fsyncSync,
+  mkdirSync,
+  openSync,
+  renameSync,
+  rmSync,
+  writeSync,
+} from 'node:fs';
+import { dirname, resolve } from 'node:path';
+
+/** Largest chunk handed to one write(2); Linux writes at most ~2 GiB per call. */
+const MAX_IO_CHUNK = 1 << 30;
+
+function tempSuffix(kind: string): string {
+  return `.${kind}-${process.pid}-${randomBytes(6).toString('hex')}`;
+}
+
+/** Writes all of `data` to `fd` at the current position, looping over short writes. */
+export function writeAll(fd: number, data: ArrayBufferView): void {
+  const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  let done = 0;
+  while (done < bytes.byteLength) {
+    const len = Math.min(bytes.byteLength - done, MAX_IO_CHUNK);
+    done += writeSync(fd, bytes, done, len);
+  }
+}
+
+/** fsyncs a directory so a rename inside it is durable; silently skipped where unsupported. */
+function fsyncDir(dir: string): void {
+  let fd: number | undefined;
+  try {
+    fd = openSync(dir, 'r');
+    fsyncSync(fd);
+  } catch {
+    // Some platforms/filesystems (Windows, some network mounts) cannot open or fsync directories.
+  } finally {
+    if (fd !== undefined) closeSync(fd);
+  }
+}
+
+/**
+ * Atomically replaces `path` with `data`. The callback form receives an fd open for writing so a
+ * caller can stream many chunks (use `writeAll`) without building the whole file in memory.
+ */
+export function writeFileAtomic(path: string, data: string | Uint8Array | ((fd: number) => void)): void {
+  const tmp = `${path}${tempSuffix('tmp')}`;
+  let fd: number | undefined;
+  try {
+    fd = openSync(tmp, 'wx');
+    if (typeof data === 'function') data(fd);
+    else writeAll(fd, typeof data === 'string' ? Buffer.from(data, 'utf8') : data);
+    fsyncSync(fd);
+    closeSync(fd);
+    fd = undefined;
+    renameSync(tmp, path);
+  } catch (err) {
+    if (fd !== undefined) {
+      try {
+        closeSync(fd);
+      } catch {
+        // already failing; the original error is what matters
+      }
+    }
+    rmSync(tmp, { force: true });
+    throw err;
+  }
+  fsyncDir(dirname(resolve(path)));
+}
+
+/** Atomically writes `value` as JSON with 2-space indentation and a trailing newline. */
+export function writeJsonAtomic(path: string, value: unknown): void {
+  const text = JSON.stringify(value, null, 2);
+  if (text === undefined) throw new TypeError(`cannot write ${path}: value is not JSON-serialisable`);
+  writeFileAtomic(path, `${text}\n`);
+}
+
+/**
+ * Builds a complete directory in a sibling temp dir, then swaps it in for `finalDir`. If `build`
+ * fails, the temp dir is removed and any existing `finalDir` is left untouched. An existing
+ * `finalDir` is renamed aside, the new one renamed in, and only then is the old one deleted; if the
+ * rename-in fails the old directory is put back.
+ */
+export async function replaceDirAtomic(
+  finalDir: string,
+  build: (tmpDir: string) => void | Promise<void>,
+): Promise<void> {
+  const target = resolve(finalDir);
+  const parent = dirname(target);
+  mkdirSync(parent, { recursive: true });
+  const tmp = `${target}${tempSuffix('tmp')}`;
+  mkdirSync(tmp);
+  try {
+    await build(tmp);
+  } catch (err) {
+    rmSync(tmp, { recursive: true, force: true });
+    throw err;
+  }
+  fsyncDir(tmp);
+
+  let old: string | undefined;
+  try {
+    if (existsSync(target)) {
+      old = `${target}${tempSuffix('old')}`;
+      renameSync(target, old);
+    }
+    renameSync(tmp, target);
+  } catch (err) {
+    if (old !== undefined && !existsSync(target)) {
+      try {
+        renameSync(old, target);
+        old = undefined;
+      } catch {
+        // leave the old copy at its aside name rather than lose it
+      }
+    }
+    rmSync(tmp, { recursive: true, force: true });
+    throw err;
+  }
+  fsyncDir(parent);
+  if (old !== undefined) rmSync(old, { recursive: true, force: true });
+}
