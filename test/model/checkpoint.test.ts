@@ -28,7 +28,10 @@ function meta(): CheckpointMeta {
 
 function params(seed = 1): Map<string, Float32Array> {
   let s = seed;
-  const rnd = () => ((s = (s * 16807) % 2147483647) / 2147483647) * 2 - 1;
+  const rnd = () => {
+    s = (s * 16807) % 2147483647;
+    return (s / 2147483647) * 2 - 1;
+  };
   return new Map(
     paramSpecs(tinyConfig()).map((p) => [
       p.name,
