@@ -17,10 +17,10 @@ export interface SessionOptions {
   onFallback?: (reason: string) => void;
 }
 
-export type Feed = Float32Array | BigInt64Array | Int32Array | Uint8Array;
+export type Feed = Float32Array | Float64Array | BigInt64Array | Int32Array | Uint8Array;
 
 export interface TensorOut {
-  readonly data: Float32Array | BigInt64Array | Int32Array | Uint8Array;
+  readonly data: Float32Array | Float64Array | BigInt64Array | Int32Array | Uint8Array;
   readonly dims: readonly number[];
 }
 

@@ -1,4 +1,4 @@
-import { closeSync, copyFileSync, existsSync, openSync, writeSync } from 'node:fs';
+import { closeSync, copyFileSync, existsSync, openSync, readFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import type { GraphBuilder } from '../graph/builder.ts';
 import { ONNX_OPSET, serializeModel } from '../graph/serialize.ts';
@@ -10,17 +10,23 @@ import {
   TOKENIZER_FILE,
   weightsChecksum,
 } from '../model/checkpoint.ts';
-import type { TokenFormerConfig } from '../model/config.ts';
+import { type TokenFormerConfig, validateModelConfig } from '../model/config.ts';
 import { paramCount } from '../model/params.ts';
 import { PATTENTION_DOMAIN } from '../model/tokenformer.ts';
 import { replaceDirAtomic, writeFileAtomic, writeJsonAtomic } from '../util/atomic.ts';
+import { fail } from '../util/errors.ts';
+import { buildDecoderGraph } from './decoder.ts';
 import { buildFullSequenceGraph } from './full-sequence.ts';
 
-/** An export directory: manifest.json, model.onnx (+ model.onnx.data when large), tokenizer.json. */
+/**
+ * An export directory: manifest.json, model.onnx and decoder.onnx (each + `.data` when large),
+ * tokenizer.json.
+ */
 
 export const MANIFEST_FILE = 'manifest.json';
 export const EXPORT_FORMAT = 'tokenformer-export';
 export const FULL_GRAPH_FILE = 'model.onnx';
+export const DECODER_GRAPH_FILE = 'decoder.onnx';
 
 /** Past this many initializer bytes the weights go to external data (protobuf caps at 2 GiB). */
 export const EXTERNAL_DATA_THRESHOLD = 1536 * 1024 * 1024;
@@ -32,8 +38,11 @@ export interface GraphIO {
 }
 
 export interface GraphEntry {
-  /** What the graph is for: `full` (input_ids → logits, no cache). */
-  role: 'full';
+  /**
+   * What the graph is for: `full` (input_ids → logits, no cache) or `decoder` (the KV-cache
+   * decoder of src/export/decoder.ts: cache as inputs, only new keys/values as outputs).
+   */
+  role: 'full' | 'decoder';
   file: string;
   external_data: string | null;
   sha256: string;
@@ -124,7 +133,12 @@ export async function exportModel(
     log('building full-sequence graph');
     const full = buildFullSequenceGraph(cfg, ckpt.params);
     log(`writing ${FULL_GRAPH_FILE}`);
-    const graphs = [writeGraph(tmp, FULL_GRAPH_FILE, 'full', full, cfg, opts.externalData ?? 'auto')];
+    const mode = opts.externalData ?? 'auto';
+    const graphs = [writeGraph(tmp, FULL_GRAPH_FILE, 'full', full, cfg, mode)];
+    log('building KV-cache decoder graph');
+    const decoder = buildDecoderGraph(cfg, ckpt.params);
+    log(`writing ${DECODER_GRAPH_FILE}`);
+    graphs.push(writeGraph(tmp, DECODER_GRAPH_FILE, 'decoder', decoder, cfg, mode));
     const tokSrc = join(ckpt.dir, TOKENIZER_FILE);
     const hasTok = ckpt.meta.tokenizer !== null && existsSync(tokSrc);
     if (hasTok) copyFileSync(tokSrc, join(tmp, TOKENIZER_FILE));
@@ -158,4 +172,24 @@ export async function exportCheckpoint(
 ): Promise<Manifest> {
   opts.onProgress?.(`loading ${checkpointDir}`);
   return exportModel(loadCheckpoint(checkpointDir), outDir, opts);
+}
+
+/**
+ * Reads and checks an export directory's manifest.json (format, version, model config, graph
+ * list); the model config is validated like a checkpoint's.
+ */
+export function readManifest(exportDir: string): Manifest {
+  const path = join(exportDir, MANIFEST_FILE);
+  let raw: unknown;
+  try {
+    raw = JSON.parse(readFileSync(path, 'utf8'));
+  } catch (err) {
+    fail('TF_ERR_NOT_FOUND', `cannot read ${path}: ${(err as Error).message}`, err);
+  }
+  const m = raw as Partial<Manifest> | null;
+  if (m?.format !== EXPORT_FORMAT || m.format_version !== 1) {
+    fail('TF_ERR_BAD_CHECKPOINT', `${path}: not a ${EXPORT_FORMAT} manifest of format_version 1`);
+  }
+  if (!Array.isArray(m.graphs)) fail('TF_ERR_BAD_CHECKPOINT', `${path}: "graphs" must be an array`);
+  return { ...(m as Manifest), model: validateModelConfig(m.model, `${path} (model)`) };
 }

@@ -143,7 +143,12 @@ export async function saveCheckpoint(
   dir: string,
   meta: CheckpointMeta,
   params: ReadonlyMap<string, Float32Array> | ParamSource,
-  opts: { dtype?: StorageDType; tokenizerFrom?: string } = {},
+  opts: {
+    dtype?: StorageDType;
+    tokenizerFrom?: string;
+    /** Writes further files (optimizer state, logs) into the directory before it is swapped in. */
+    extra?: (tmpDir: string) => void;
+  } = {},
 ): Promise<void> {
   const get: ParamSource =
     typeof params === 'function'
@@ -157,6 +162,7 @@ export async function saveCheckpoint(
       { format: 'pt' },
     );
     if (opts.tokenizerFrom) copyFileSync(opts.tokenizerFrom, join(tmp, TOKENIZER_FILE));
+    opts.extra?.(tmp);
     writeJsonAtomic(join(tmp, CONFIG_FILE), meta);
   });
 }

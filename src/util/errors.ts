@@ -10,6 +10,10 @@ export type ErrorCode =
   | 'TF_ERR_BAD_PICKLE'
   | 'TF_ERR_BAD_CHECKPOINT'
   | 'TF_ERR_BAD_ARGS'
+  /** A sequence would exceed the model's max_seq_len. */
+  | 'TF_ERR_CONTEXT_LENGTH'
+  /** Every KV-cache slot is in use (the runner's maxSequences). */
+  | 'TF_ERR_NO_CAPACITY'
   | 'TF_ERR_GRAPH'
   | 'TF_ERR_NOT_FOUND'
   | 'TF_ERR_RUNTIME';

@@ -1,0 +1,286 @@
+import { fail, invariant } from '../util/errors.ts';
+
+/**
+ * Host-owned KV cache for the decoder graph (src/export/decoder.ts). The graph never outputs the
+ * cache (onnxruntime-node copies every output, DESIGN.md §3): the engine feeds these buffers as
+ * zero-copy input views and writes the new positions' keys/values (`present_*`) back here.
+ *
+ * Layout, per layer, slot-major: keys [slots, H, Dh, cap] (transposed, so q·K reads them as
+ * is), values [slots, H, cap, Dh]. One slot holds one sequence, and a slot's data is contiguous,
+ * so a batch of contiguous slots is a single `subarray` view [count, H, Dh|cap, cap|Dh].
+ *
+ * Slots are kept compacted: active sequences occupy 0..n−1. `allocate` takes slot n; `free`
+ * moves the last active slot into the hole (one contiguous copy per layer and tensor) and reports
+ * the move, so the owner can update its id → slot map. Chosen over a free list or paging
+ * because the decoder consumes a dense [B, H, Dh, cap] tensor per layer: with compaction the
+ * usual decode batch (every running sequence) is one view with no gather, and the price is one
+ * slot copy per finished sequence. A caller that needs another subset contiguous uses `swap`.
+ *
+ * `cap` is shared by all slots. It starts small and doubles (up to `maxLength`) when a sequence
+ * needs more room: a re-layout copy of the active slots, amortised over the doubling. Positions
+ * ≥ a slot's length hold stale or zero data; the graph masks them, and they are always finite
+ * (zeros or old keys/values), so 0-probability × stale value adds exactly 0.
+ *
+ * On CUDA every run still copies the fed views to the device (no I/O binding from Node, DESIGN.md
+ * §3); this layout is chosen for the CPU binding, where feeding them costs nothing.
+ */
+
+export interface KvCacheOptions {
+  layers: number;
+  heads: number;
+  headDim: number;
+  /** Sequences held at once (the decode batch limit). */
+  slots: number;
+  /** The model's max_seq_len: the largest capacity the cache grows to. */
+  maxLength: number;
+  /** Starting capacity in positions (clamped to maxLength). */
+  initialCapacity?: number;
+}
+
+export interface KvViews {
+  /** Per layer, [count, H, Dh, cap]. */
+  keys: Float32Array[];
+  /** Per layer, [count, H, cap, Dh]. */
+  values: Float32Array[];
+  keyDims: [number, number, number, number];
+  valueDims: [number, number, number, number];
+}
+
+export interface KvCacheStats {
+  /** Bytes one cached position costs across all layers (keys + values). */
+  bytesPerToken: number;
+  /** Bytes one slot holds at the current capacity. */
+  bytesPerSequence: number;
+  /** Bytes allocated for all slots at the current capacity. */
+  totalBytes: number;
+  capacity: number;
+  slots: number;
+  active: number;
+  /** Cached positions in use over all positions allocated, 0..1. */
+  usage: number;
+}
+
+export const DEFAULT_INITIAL_CAPACITY = 64;
+
+export class KvCache {
+  readonly layers: number;
+  readonly heads: number;
+  readonly headDim: number;
+  readonly slots: number;
+  readonly maxLength: number;
+  private cap: number;
+  private keys: Float32Array[] = [];
+  private values: Float32Array[] = [];
+  private readonly lengths: Int32Array;
+  private active = 0;
+
+  constructor(opts: KvCacheOptions) {
+    for (const k of ['layers', 'heads', 'headDim', 'slots', 'maxLength'] as const) {
+      if (!Number.isInteger(opts[k]) || opts[k] <= 0) {
+        fail('TF_ERR_BAD_ARGS', `KvCache: ${k} must be a positive integer, got ${opts[k]}`);
+      }
+    }
+    this.layers = opts.layers;
+    this.heads = opts.heads;
+    this.headDim = opts.headDim;
+    this.slots = opts.slots;
+    this.maxLength = opts.maxLength;
+    const initial = opts.initialCapacity ?? DEFAULT_INITIAL_CAPACITY;
+    if (!Number.isInteger(initial) || initial <= 0) {
+      fail('TF_ERR_BAD_ARGS', `KvCache: initialCapacity must be a positive integer, got ${initial}`);
+    }
+    this.cap = Math.min(initial, this.maxLength);
+    this.lengths = new Int32Array(this.slots);
+    this.allocBuffers();
+  }
+
+  private allocBuffers(): void {
+    const n = this.slots * this.slotSize();
+    this.keys = Array.from({ length: this.layers }, () => new Float32Array(n));
+    this.values = Array.from({ length: this.layers }, () => new Float32Array(n));
+  }
+
+  /** Floats one slot takes in one layer's key (or value) buffer. */
+  private slotSize(cap = this.cap): number {
+    return this.heads * this.headDim * cap;
+  }
+
+  private checkSlot(slot: number): void {
+    if (!Number.isInteger(slot) || slot < 0 || slot >= this.active) {
+      fail('TF_ERR_BAD_ARGS', `KV cache slot ${slot} is not in use (active slots 0..${this.active - 1})`);
+    }
+  }
+
+  /** Current capacity in positions (shared by all slots). */
+  get capacity(): number {
+    return this.cap;
+  }
+
+  /** Number of slots in use (they are 0..activeCount−1). */
+  get activeCount(): number {
+    return this.active;
+  }
+
+  /** Takes the next free slot (always `activeCount`), empty; undefined when all are in use. */
+  allocate(): number | undefined {
+    if (this.active === this.slots) return undefined;
+    const slot = this.active++;
+    this.lengths[slot] = 0;
+    return slot;
+  }
+
+  /**
+   * Frees `slot`. To keep slots compacted, the last active slot (if it is another one) moves
+   * into it; the move is returned so the owner can remap that sequence.
+   */
+  free(slot: number): { from: number; to: number } | undefined {
+    this.checkSlot(slot);
+    const last = --this.active;
+    if (slot === last) {
+      this.lengths[last] = 0;
+      return undefined;
+    }
+    this.copySlot(last, slot);
+    this.lengths[last] = 0;
+    return { from: last, to: slot };
+  }
+
+  /** Exchanges two active slots' contents (to make an arbitrary decode set contiguous). */
+  swap(a: number, b: number): void {
+    this.checkSlot(a);
+    this.checkSlot(b);
+    if (a === b) return;
+    const size = this.slotSize();
+    const tmp = new Float32Array(size);
+    for (const buf of [...this.keys, ...this.values]) {
+      tmp.set(buf.subarray(a * size, (a + 1) * size));
+      buf.copyWithin(a * size, b * size, (b + 1) * size);
+      buf.set(tmp, b * size);
+    }
+    const la = this.lengths[a]!;
+    this.lengths[a] = this.lengths[b]!;
+    this.lengths[b] = la;
+  }
+
+  private copySlot(from: number, to: number): void {
+    const size = this.slotSize();
+    for (const buf of [...this.keys, ...this.values])
+      buf.copyWithin(to * size, from * size, (from + 1) * size);
+    this.lengths[to] = this.lengths[from]!;
+  }
+
+  /** Valid cached positions of a slot. */
+  length(slot: number): number {
+    this.checkSlot(slot);
+    return this.lengths[slot]!;
+  }
+
+  /**
+   * Makes the capacity at least `needed` positions, doubling (capped at maxLength) and copying
+   * the active slots into the new layout. Views taken before a growth are stale.
+   */
+  reserve(needed: number): void {
+    if (needed <= this.cap) return;
+    if (needed > this.maxLength) {
+      fail('TF_ERR_CONTEXT_LENGTH', `KV cache: ${needed} positions exceed max_seq_len ${this.maxLength}`);
+    }
+    let cap = this.cap;
+    while (cap < needed) cap = Math.min(cap * 2, this.maxLength);
+    const [oldKeys, oldValues, oldCap] = [this.keys, this.values, this.cap];
+    this.cap = cap;
+    this.allocBuffers();
+    const { heads: h, headDim: dh } = this;
+    for (let l = 0; l < this.layers; l++) {
+      const [ok, ov, nk, nv] = [oldKeys[l]!, oldValues[l]!, this.keys[l]!, this.values[l]!];
+      for (let s = 0; s < this.active; s++) {
+        const len = this.lengths[s]!;
+        if (len === 0) continue;
+        for (let row = 0; row < h * dh; row++) {
+          // keys: one row of `cap` positions per (head, dim)
+          const src = (s * h * dh + row) * oldCap;
+          nk.set(ok.subarray(src, src + len), (s * h * dh + row) * cap);
+        }
+        for (let hh = 0; hh < h; hh++) {
+          // values: one [cap, Dh] block per head
+          const src = (s * h + hh) * oldCap * dh;
+          nv.set(ov.subarray(src, src + len * dh), (s * h + hh) * cap * dh);
+        }
+      }
+    }
+  }
+
+  /**
+   * Writes one layer's new keys/values for row `row` of a decoder run into `slot`, at positions
+   * length(slot) .. length(slot)+newCount−1. `presentKey`/`presentValue` are the run's
+   * [batch, H, newCount, Dh] outputs; keys are transposed into [H, Dh, cap]. The length moves
+   * only at `advance`, after every layer is written.
+   */
+  append(
+    slot: number,
+    layer: number,
+    presentKey: Float32Array,
+    presentValue: Float32Array,
+    row: number,
+    newCount: number,
+  ): void {
+    this.checkSlot(slot);
+    const { heads: h, headDim: dh, cap } = this;
+    const start = this.lengths[slot]!;
+    invariant(layer >= 0 && layer < this.layers, `layer ${layer} out of range`);
+    invariant(start + newCount <= cap, `append past capacity (${start}+${newCount} > ${cap}): reserve first`);
+    const block = h * newCount * dh; // one row of the present tensors
+    invariant(
+      presentKey.length >= (row + 1) * block && presentValue.length >= (row + 1) * block,
+      `present tensors too small for row ${row}`,
+    );
+    const keys = this.keys[layer]!;
+    const values = this.values[layer]!;
+    const base = slot * this.slotSize();
+    for (let hh = 0; hh < h; hh++) {
+      const src = row * block + hh * newCount * dh; // [newCount, Dh] of this head
+      values.set(presentValue.subarray(src, src + newCount * dh), base + (hh * cap + start) * dh);
+      for (let t = 0; t < newCount; t++) {
+        const s = src + t * dh;
+        let dst = base + hh * dh * cap + start + t;
+        for (let d = 0; d < dh; d++, dst += cap) keys[dst] = presentKey[s + d]!;
+      }
+    }
+  }
+
+  /** Commits `count` appended positions of `slot` (after `append` for every layer). */
+  advance(slot: number, count: number): void {
+    this.checkSlot(slot);
+    invariant(this.lengths[slot]! + count <= this.cap, 'advance past capacity');
+    this.lengths[slot] = this.lengths[slot]! + count;
+  }
+
+  /** Zero-copy views of `count` contiguous slots from `firstSlot`, for the decoder's inputs. */
+  views(firstSlot: number, count: number): KvViews {
+    invariant(count >= 1, 'views of zero slots');
+    this.checkSlot(firstSlot);
+    this.checkSlot(firstSlot + count - 1);
+    const size = this.slotSize();
+    const [a, b] = [firstSlot * size, (firstSlot + count) * size];
+    return {
+      keys: this.keys.map((k) => k.subarray(a, b)),
+      values: this.values.map((v) => v.subarray(a, b)),
+      keyDims: [count, this.heads, this.headDim, this.cap],
+      valueDims: [count, this.heads, this.cap, this.headDim],
+    };
+  }
+
+  stats(): KvCacheStats {
+    const bytesPerToken = 2 * this.layers * this.heads * this.headDim * 4;
+    let used = 0;
+    for (let s = 0; s < this.active; s++) used += this.lengths[s]!;
+    return {
+      bytesPerToken,
+      bytesPerSequence: bytesPerToken * this.cap,
+      totalBytes: bytesPerToken * this.cap * this.slots,
+      capacity: this.cap,
+      slots: this.slots,
+      active: this.active,
+      usage: used / (this.cap * this.slots),
+    };
+  }
+}

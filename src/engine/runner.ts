@@ -1,0 +1,325 @@
+import { join } from 'node:path';
+import {
+  DECODER_INPUT_IDS,
+  DECODER_LOGITS,
+  DECODER_PAST_LENGTHS,
+  DECODER_POSITIONS,
+  pastKeyName,
+  pastValueName,
+  presentKeyName,
+  presentValueName,
+} from '../export/decoder.ts';
+import { type Manifest, readManifest } from '../export/export.ts';
+import { headDim, type TokenFormerConfig } from '../model/config.ts';
+import { fail, TokenFormerError } from '../util/errors.ts';
+import { KvCache, type KvCacheStats } from './kv-cache.ts';
+import { type Device, type Feed, OrtSession } from './ort.ts';
+
+/**
+ * Runs the KV-cache decoder (`decoder.onnx`) of one export directory over many sequences.
+ * Inputs and outputs are plain token-id arrays and Float32Array logits, and there is no
+ * module state, so the runner can live in a worker thread (`run()` blocks its thread).
+ *
+ * Calls are serialized: `prefill` and `decode` queue behind each other (one ORT session runs
+ * one call at a time anyway), so the cache never changes under a run. `release` takes effect at
+ * once for callers (the id is gone), and frees the slot when the current run ends.
+ */
+
+export interface RunnerOptions {
+  device?: Device;
+  /** onnxruntime intra-op threads (default: onnxruntime's choice). */
+  threads?: number;
+  /** Sequences held at once: the KV-cache slots and the largest decode batch. */
+  maxSequences: number;
+  /** Starting KV-cache capacity in positions (it doubles on demand up to max_seq_len). */
+  initialCapacity?: number;
+  /** Called with the reason when `auto` falls back to CPU. */
+  onFallback?: (reason: string) => void;
+}
+
+export class ModelRunner {
+  readonly config: TokenFormerConfig;
+  private readonly cache: KvCache;
+  private readonly slotOf = new Map<number, number>(); // sequence id → slot
+  private readonly idAt: number[] = []; // slot → sequence id
+  private readonly released = new Set<number>(); // released during a run, freed after it
+  private nextId = 1;
+  private busy = false;
+  private closed = false;
+  private queue: Promise<unknown> = Promise.resolve();
+
+  private constructor(
+    readonly manifest: Manifest,
+    private readonly session: OrtSession,
+    maxSequences: number,
+    initialCapacity: number | undefined,
+  ) {
+    this.config = manifest.model;
+    this.cache = new KvCache({
+      layers: this.config.num_layers,
+      heads: this.config.num_heads,
+      headDim: headDim(this.config),
+      slots: maxSequences,
+      maxLength: this.config.max_seq_len,
+      ...(initialCapacity === undefined ? {} : { initialCapacity }),
+    });
+  }
+
+  /** Loads `exportDir/manifest.json` and its decoder graph. */
+  static async create(exportDir: string, opts: RunnerOptions): Promise<ModelRunner> {
+    if (!Number.isInteger(opts.maxSequences) || opts.maxSequences <= 0) {
+      fail('TF_ERR_BAD_ARGS', `maxSequences must be a positive integer, got ${opts.maxSequences}`);
+    }
+    const manifest = readManifest(exportDir);
+    const entry = manifest.graphs.find((g) => g.role === 'decoder');
+    if (!entry) {
+      fail(
+        'TF_ERR_BAD_CHECKPOINT',
+        `${exportDir}: the manifest lists no decoder graph (exported before the KV-cache decoder existed?); ` +
+          're-export it with `npm run export`',
+      );
+    }
+    const session = await OrtSession.create(join(exportDir, entry.file), {
+      device: opts.device ?? 'auto',
+      ...(opts.threads ? { intraOpThreads: opts.threads } : {}),
+      ...(opts.onFallback ? { onFallback: opts.onFallback } : {}),
+    });
+    const expected = [DECODER_INPUT_IDS, DECODER_POSITIONS, DECODER_PAST_LENGTHS];
+    for (let i = 0; i < manifest.model.num_layers; i++) expected.push(pastKeyName(i), pastValueName(i));
+    const missing = expected.filter((n) => !session.inputNames.includes(n));
+    if (missing.length || session.inputNames.length !== expected.length) {
+      await session.release();
+      fail(
+        'TF_ERR_BAD_CHECKPOINT',
+        `${join(exportDir, entry.file)}: decoder inputs are [${session.inputNames.join(', ')}], ` +
+          `expected [${expected.join(', ')}]`,
+      );
+    }
+    return new ModelRunner(manifest, session, opts.maxSequences, opts.initialCapacity);
+  }
+
+  get device(): 'cpu' | 'cuda' {
+    return this.session.device;
+  }
+
+  get vocabSize(): number {
+    return this.config.vocab_size;
+  }
+
+  /** Sequences currently held (released ones excluded). */
+  get sequenceCount(): number {
+    return this.slotOf.size - this.released.size;
+  }
+
+  /** Starts an empty sequence; fails with TF_ERR_NO_CAPACITY when every slot is in use. */
+  addSequence(): number {
+    if (this.closed) fail('TF_ERR_RUNTIME', 'the model runner is closed');
+    const slot = this.cache.allocate();
+    if (slot === undefined) {
+      fail('TF_ERR_NO_CAPACITY', `all ${this.cache.slots} sequence slots are in use; release one first`);
+    }
+    const id = this.nextId++;
+    this.slotOf.set(id, slot);
+    this.idAt[slot] = id;
+    return id;
+  }
+
+  /** Tokens in a sequence's cache (its context so far). */
+  length(id: number): number {
+    return this.cache.length(this.slotFor(id));
+  }
+
+  /**
+   * Feeds `tokens` to sequence `id` in chunks of at most `chunkSize` (one batch-1 decoder run
+   * each) and returns the logits [V] after the last token.
+   */
+  prefill(id: number, tokens: readonly number[], chunkSize = 256): Promise<Float32Array> {
+    return this.exclusive(async () => {
+      const slot = this.slotFor(id);
+      if (tokens.length === 0) fail('TF_ERR_BAD_ARGS', `sequence ${id}: prefill needs at least one token`);
+      if (!Number.isInteger(chunkSize) || chunkSize <= 0) {
+        fail('TF_ERR_BAD_ARGS', `chunkSize must be a positive integer, got ${chunkSize}`);
+      }
+      this.checkTokens(tokens);
+      this.checkContext(id, slot, tokens.length);
+      let logits: Float32Array | undefined;
+      for (let i = 0; i < tokens.length; i += chunkSize) {
+        logits = await this.run(slot, [tokens.slice(i, i + chunkSize)]);
+      }
+      return logits!;
+    });
+  }
+
+  /**
+   * One decode step: token `tokens[j]` is appended to sequence `ids[j]`, all in one run.
+   * Returns logits [ids.length × V], row j for ids[j].
+   */
+  decode(ids: readonly number[], tokens: readonly number[]): Promise<Float32Array> {
+    return this.exclusive(async () => {
+      if (ids.length === 0 || ids.length !== tokens.length) {
+        fail(
+          'TF_ERR_BAD_ARGS',
+          `decode needs one token per sequence: ${ids.length} ids, ${tokens.length} tokens`,
+        );
+      }
+      if (new Set(ids).size !== ids.length)
+        fail('TF_ERR_BAD_ARGS', `decode: duplicate sequence ids in [${ids}]`);
+      this.checkTokens(tokens);
+      ids.forEach((id) => {
+        this.checkContext(id, this.slotFor(id), 1);
+      });
+      const first = this.makeContiguous(ids.map((id) => this.slotFor(id)));
+      const order = ids.map((_, j) => j).sort((a, b) => this.slotFor(ids[a]!) - this.slotFor(ids[b]!));
+      const logits = await this.run(
+        first,
+        order.map((j) => [tokens[j]!]),
+      );
+      if (order.every((j, row) => j === row)) return logits;
+      const v = this.config.vocab_size;
+      const out = new Float32Array(ids.length * v);
+      order.forEach((j, row) => {
+        out.set(logits.subarray(row * v, (row + 1) * v), j * v);
+      });
+      return out;
+    });
+  }
+
+  /** Ends a sequence and frees its slot (after the current run, if one is in flight). */
+  release(id: number): void {
+    this.slotFor(id);
+    if (this.busy) this.released.add(id);
+    else this.free(id);
+  }
+
+  stats(): KvCacheStats {
+    return this.cache.stats();
+  }
+
+  /** Waits for queued calls, then releases the session. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.queue;
+    await this.session.release();
+  }
+
+  // ---- internals -----------------------------------------------------------------------------
+
+  private exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    if (this.closed)
+      return Promise.reject(new TokenFormerError('TF_ERR_RUNTIME', 'the model runner is closed'));
+    const run = this.queue.then(async () => {
+      this.busy = true;
+      try {
+        return await fn();
+      } finally {
+        this.busy = false;
+        for (const id of this.released) this.free(id);
+        this.released.clear();
+      }
+    });
+    this.queue = run.catch(() => {});
+    return run;
+  }
+
+  private slotFor(id: number): number {
+    const slot = this.slotOf.get(id);
+    if (slot === undefined || this.released.has(id)) fail('TF_ERR_NOT_FOUND', `unknown sequence id ${id}`);
+    return slot;
+  }
+
+  private free(id: number): void {
+    const move = this.cache.free(this.slotOf.get(id)!);
+    this.slotOf.delete(id);
+    if (move) {
+      const moved = this.idAt[move.from]!;
+      this.idAt[move.to] = moved;
+      this.slotOf.set(moved, move.to);
+    }
+    this.idAt.length = this.cache.activeCount;
+  }
+
+  private checkTokens(tokens: readonly number[]): void {
+    const v = this.config.vocab_size;
+    tokens.forEach((t, i) => {
+      if (!Number.isInteger(t) || t < 0 || t >= v) {
+        fail('TF_ERR_BAD_ARGS', `token id ${t} at index ${i} is out of range: ids are integers in [0, ${v})`);
+      }
+    });
+  }
+
+  private checkContext(id: number, slot: number, adding: number): void {
+    const past = this.cache.length(slot);
+    const max = this.config.max_seq_len;
+    if (past + adding > max) {
+      fail(
+        'TF_ERR_CONTEXT_LENGTH',
+        `sequence ${id}: ${past} cached + ${adding} new tokens = ${past + adding} exceeds max_seq_len ${max}`,
+      );
+    }
+  }
+
+  /**
+   * Moves the given slots into one contiguous range (a decode batch is one cache view) and
+   * returns its first slot. Usually they already are (every running sequence, compacted), so
+   * nothing moves; otherwise the holes in 0..k−1 are swapped with the slots beyond it.
+   */
+  private makeContiguous(slots: readonly number[]): number {
+    const lo = Math.min(...slots);
+    if (Math.max(...slots) - lo + 1 === slots.length) return lo;
+    const wanted = new Set(slots);
+    const outside = slots.filter((s) => s >= slots.length);
+    for (let hole = 0; hole < slots.length; hole++) {
+      if (wanted.has(hole)) continue;
+      const from = outside.pop()!;
+      this.cache.swap(hole, from);
+      const [a, b] = [this.idAt[hole]!, this.idAt[from]!];
+      [this.idAt[hole], this.idAt[from]] = [b, a];
+      this.slotOf.set(b, hole);
+      this.slotOf.set(a, from);
+    }
+    return 0;
+  }
+
+  /**
+   * One decoder run over the contiguous slots first..first+rows.length−1, each row adding the
+   * same number of tokens; writes the new keys/values into the cache and returns the logits of
+   * each row's last token, [rows × V].
+   */
+  private async run(first: number, rows: readonly (readonly number[])[]): Promise<Float32Array> {
+    const b = rows.length;
+    const n = rows[0]!.length;
+    let needed = 0;
+    for (let r = 0; r < b; r++) needed = Math.max(needed, this.cache.length(first + r) + n);
+    this.cache.reserve(needed); // before taking views: growth re-lays out the buffers
+    const ids = new BigInt64Array(b * n);
+    const positions = new BigInt64Array(b * n);
+    const pastLengths = new BigInt64Array(b);
+    rows.forEach((tokens, r) => {
+      const past = this.cache.length(first + r);
+      pastLengths[r] = BigInt(past);
+      tokens.forEach((t, j) => {
+        ids[r * n + j] = BigInt(t);
+        positions[r * n + j] = BigInt(past + j);
+      });
+    });
+    const views = this.cache.views(first, b);
+    const feeds: Record<string, readonly [Feed, readonly number[]]> = {
+      [DECODER_INPUT_IDS]: [ids, [b, n]],
+      [DECODER_POSITIONS]: [positions, [b, n]],
+      [DECODER_PAST_LENGTHS]: [pastLengths, [b]],
+    };
+    for (let i = 0; i < this.config.num_layers; i++) {
+      feeds[pastKeyName(i)] = [views.keys[i]!, views.keyDims];
+      feeds[pastValueName(i)] = [views.values[i]!, views.valueDims];
+    }
+    const out = await this.session.run(feeds);
+    for (let i = 0; i < this.config.num_layers; i++) {
+      const k = out[presentKeyName(i)]!.data as Float32Array;
+      const v = out[presentValueName(i)]!.data as Float32Array;
+      for (let r = 0; r < b; r++) this.cache.append(first + r, i, k, v, r, n);
+    }
+    for (let r = 0; r < b; r++) this.cache.advance(first + r, n);
+    return out[DECODER_LOGITS]!.data as Float32Array;
+  }
+}

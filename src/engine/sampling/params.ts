@@ -1,0 +1,127 @@
+import { fail } from '../../util/errors.ts';
+
+/**
+ * Per-request sampling parameters, validated once at the boundary (the server route) and then
+ * trusted by the sampler, the stop matcher and the scheduler. Names and ranges follow the OpenAI
+ * completions API; the extras (top_k, min_p, repetition_penalty, ignore_eos) follow vLLM.
+ */
+export interface SamplingParams {
+  /** Softmax temperature in [0, 2]; 0 means greedy (argmax, ties to the lowest id). */
+  temperature: number;
+  /** Keep only the k most likely tokens; 0 = off (vLLM's -1 is accepted and read as 0). */
+  top_k: number;
+  /** Nucleus: keep the smallest set of most likely tokens whose mass is ≥ top_p; in (0, 1], 1 = off. */
+  top_p: number;
+  /** Drop tokens whose probability is below min_p · p_max; in [0, 1), 0 = off. */
+  min_p: number;
+  /** HF/vLLM: divide positive, multiply negative logits of tokens seen in prompt + output; 1 = off. */
+  repetition_penalty: number;
+  /** OpenAI: subtract from the logit of every token generated at least once; in [-2, 2]. */
+  presence_penalty: number;
+  /** OpenAI: subtract count · frequency_penalty for generated tokens; in [-2, 2]. */
+  frequency_penalty: number;
+  /** Makes the draws reproducible; absent = a random seed per request. */
+  seed?: number;
+  /** Return this many top alternatives per token (0..20) besides the chosen token's logprob. */
+  logprobs?: number;
+  /** Upper bound on generated tokens; the context length may end a request earlier. */
+  max_tokens: number;
+  /** Up to 4 non-empty stop strings, matched on generated text and not included in the output. */
+  stop: string[];
+  /** Keep generating past the end-of-sequence token (benchmarks). */
+  ignore_eos: boolean;
+}
+
+export const MAX_LOGPROBS = 20;
+export const MAX_STOP_STRINGS = 4;
+/** OpenAI's default for /v1/completions. */
+export const DEFAULT_MAX_TOKENS = 16;
+
+const bad = (msg: string): never => fail('TF_ERR_BAD_ARGS', msg);
+const show = (v: unknown): string => (typeof v === 'string' ? JSON.stringify(v) : String(v));
+
+function num(raw: Record<string, unknown>, key: string, dflt: number): number {
+  const v = raw[key];
+  if (v === undefined || v === null) return dflt;
+  if (typeof v !== 'number') return bad(`${key} must be a number, got ${typeof v} ${show(v)}`);
+  return v;
+}
+
+function int(raw: Record<string, unknown>, key: string): number | undefined {
+  const v = raw[key];
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== 'number' || !Number.isSafeInteger(v))
+    return bad(`${key} must be an integer, got ${show(v)}`);
+  return v;
+}
+
+function between(key: string, v: number, lo: number, hi: number): number {
+  // Written so that NaN fails too.
+  if (!(v >= lo && v <= hi)) bad(`${key} must be between ${lo} and ${hi}, got ${v}`);
+  return v;
+}
+
+function stops(v: unknown): string[] {
+  if (v === undefined || v === null) return [];
+  const list = typeof v === 'string' ? [v] : v;
+  if (!Array.isArray(list)) return bad(`stop must be a string or an array of strings, got ${typeof v}`);
+  if (list.length > MAX_STOP_STRINGS)
+    bad(`stop must hold at most ${MAX_STOP_STRINGS} strings, got ${list.length}`);
+  for (const s of list) {
+    if (typeof s !== 'string') bad(`stop must hold only strings, got ${typeof s} ${show(s)}`);
+    if (s === '') bad('stop strings must not be empty');
+  }
+  return [...(list as string[])];
+}
+
+/**
+ * Checks the sampling fields of a request body and fills defaults. Other keys (model, prompt, …)
+ * are ignored, and null counts as absent since OpenAI clients send explicit nulls. Every error
+ * is TF_ERR_BAD_ARGS and names the field, the allowed range and the value received.
+ */
+export function validateSamplingParams(raw: unknown): SamplingParams {
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
+    return bad('sampling parameters must be an object');
+  }
+  const r = raw as Record<string, unknown>;
+
+  const temperature = between('temperature', num(r, 'temperature', 1), 0, 2);
+  const top_p = num(r, 'top_p', 1);
+  if (!(top_p > 0 && top_p <= 1)) bad(`top_p must be in (0, 1], got ${top_p}`);
+  const min_p = num(r, 'min_p', 0);
+  if (!(min_p >= 0 && min_p < 1)) bad(`min_p must be in [0, 1), got ${min_p}`);
+  const repetition_penalty = num(r, 'repetition_penalty', 1);
+  if (!(repetition_penalty > 0 && Number.isFinite(repetition_penalty))) {
+    bad(`repetition_penalty must be a finite number > 0 (1 = off), got ${repetition_penalty}`);
+  }
+  const presence_penalty = between('presence_penalty', num(r, 'presence_penalty', 0), -2, 2);
+  const frequency_penalty = between('frequency_penalty', num(r, 'frequency_penalty', 0), -2, 2);
+
+  let top_k = int(r, 'top_k') ?? 0;
+  if (top_k === -1) top_k = 0;
+  if (top_k < 0) bad(`top_k must be ≥ 0 (0 or -1 = off), got ${top_k}`);
+
+  const max_tokens = int(r, 'max_tokens') ?? DEFAULT_MAX_TOKENS;
+  if (max_tokens < 1) bad(`max_tokens must be ≥ 1, got ${max_tokens}`);
+
+  const ignore_eos = r.ignore_eos ?? false;
+  if (typeof ignore_eos !== 'boolean') bad(`ignore_eos must be a boolean, got ${show(ignore_eos)}`);
+
+  const out: SamplingParams = {
+    temperature,
+    top_k,
+    top_p,
+    min_p,
+    repetition_penalty,
+    presence_penalty,
+    frequency_penalty,
+    max_tokens,
+    stop: stops(r.stop),
+    ignore_eos: ignore_eos as boolean,
+  };
+  const seed = int(r, 'seed');
+  if (seed !== undefined) out.seed = seed;
+  const logprobs = int(r, 'logprobs');
+  if (logprobs !== undefined) out.logprobs = between('logprobs', logprobs, 0, MAX_LOGPROBS);
+  return out;
+}

@@ -1,0 +1,137 @@
+import { GraphBuilder, tensor } from '../graph/builder.ts';
+import type { Value } from '../graph/types.ts';
+import { headDim, type TokenFormerConfig } from '../model/config.ts';
+import { paramSpecs } from '../model/params.ts';
+import { type Attend, type Ctx, tokenformer } from '../model/tokenformer.ts';
+import { fail } from '../util/errors.ts';
+
+/**
+ * The KV-cache decoder graph (`decoder.onnx`): the same `tokenformer()` as the full-sequence
+ * export, with an `Attend` that also reaches a cache the engine owns.
+ *
+ * Contract (B = batch, N = new tokens per row, the same for every row, N ≥ 1; H heads, Dh head
+ * size; `cap` = cache capacity in positions, ≥ every row's past length):
+ *   inputs   input_ids      int64   [B, N]
+ *            positions      int64   [B, N]          absolute positions (rotary)
+ *            past_lengths   int64   [B]             valid cached positions per row
+ *            past_key.{i}   float32 [B, H, Dh, cap] keys stored transposed, so q·K needs no
+ *                                                   Transpose of the cache
+ *            past_value.{i} float32 [B, H, cap, Dh]
+ *   outputs  logits           float32 [B, V]         the LAST new position of each row only
+ *            present_key.{i}   float32 [B, H, N, Dh]  the NEW positions' keys only
+ *            present_value.{i} float32 [B, H, N, Dh]  the NEW positions' values only
+ * Cache positions ≥ past_lengths[b] are masked out (they may hold stale, finite data).
+ *
+ * Why (DESIGN.md §3): onnxruntime-node passes inputs zero-copy (a subarray view of a big buffer
+ * costs the same as 4 KiB) but copies every fetched output into a new ArrayBuffer (64 MiB ≈ 55 ms),
+ * so a cache that is a graph output is copied out at every step. Measured at 6 layers, hidden
+ * 512, context 1024, batch 1 / 16: plain ops over a host-owned cache with only the new K/V as
+ * outputs 1.5 / 24 ms per step, GroupQueryAttention with shared past/present 6.4 / 305 ms,
+ * Attention-23 past → present 10.8 / 307 ms. Hence: the cache is input only, and attention never
+ * concatenates it (a Concat would copy it too). Scores are computed against the past and the new
+ * keys separately, the small score tensors are concatenated for one softmax, and the
+ * probabilities are split again: out = p_past·V_past + p_new·V_new. Logits are fetched for the
+ * last position only, so a prefill chunk copies out V floats per row instead of N·V.
+ */
+
+export const DECODER_INPUT_IDS = 'input_ids';
+export const DECODER_POSITIONS = 'positions';
+export const DECODER_PAST_LENGTHS = 'past_lengths';
+export const DECODER_LOGITS = 'logits';
+export const pastKeyName = (layer: number) => `past_key.${layer}`;
+export const pastValueName = (layer: number) => `past_value.${layer}`;
+export const presentKeyName = (layer: number) => `present_key.${layer}`;
+export const presentValueName = (layer: number) => `present_value.${layer}`;
+
+/**
+ * Masked scores. Finite (the lowest float32), not −inf: a row with every score masked then gives
+ * a uniform softmax instead of NaN, and `Where` replaces rather than adds, so nothing overflows.
+ */
+const MASKED = -3.4028234663852886e38;
+
+interface CacheInputs {
+  pastLengths: Value; // [B]
+  keys: Value[]; // per layer [B, H, Dh, cap]
+  values: Value[]; // per layer [B, H, cap, Dh]
+}
+
+/**
+ * Attention over [cached past ‖ new positions] without concatenating the cache. Every layer's
+ * present K/V ([B, H, N, Dh]) is pushed to `presents` for the caller to mark as outputs.
+ */
+function cachedAttend(c: Ctx, cache: CacheInputs, presents: { key: Value; value: Value }[]): Attend {
+  const g = c.g;
+  let masks: { past: Value; causal: Value; sizes: Value } | undefined; // shared by all layers
+  return (layer, q, k, v) => {
+    const pastK = cache.keys[layer]!; // [B, H, Dh, cap]
+    const pastV = cache.values[layer]!; // [B, H, cap, Dh]
+    if (!masks) {
+      const capLen = g.dimSize(pastK, 3);
+      const newLen = g.dimSize(q, 1);
+      const slots = g.range(capLen, pastK.shape[3]!); // [cap]
+      const lens = g.unsqueeze(cache.pastLengths, [1, 2, 3]); // [B, 1, 1, 1]
+      const newPos = g.range(newLen, q.shape[1]!); // [N]
+      masks = {
+        past: g.lessOrEqual(lens, slots), // [B, 1, 1, cap]: true where the slot is not filled
+        causal: g.lessOrEqual(g.unsqueeze(newPos, [0]), g.unsqueeze(newPos, [1])), // [N, N]: key ≤ query
+        sizes: g.concat([g.unsqueeze(capLen, [0]), g.unsqueeze(newLen, [0])], 0), // [2] = [cap, N]
+      };
+    }
+    const scale = g.scalar(1 / Math.sqrt(headDim(c.cfg)));
+    const qh = g.mul(g.transpose(q, [0, 2, 1, 3]), scale); // [B, H, N, Dh], pre-scaled
+    const kt = g.transpose(k, [0, 2, 3, 1]); // [B, H, Dh, N]
+    const vh = g.transpose(v, [0, 2, 1, 3]); // [B, H, N, Dh]
+    presents.push({ key: g.transpose(k, [0, 2, 1, 3]), value: vh });
+    const sPast = g.where(masks.past, g.scalar(MASKED), g.matmul(qh, pastK)); // [B, H, N, cap]
+    const sNew = g.where(masks.causal, g.matmul(qh, kt), g.scalar(MASKED)); // [B, H, N, N]
+    const p = g.softmax(g.concat([sPast, sNew], -1), -1); // [B, H, N, cap+N]
+    const [pPast, pNew] = g.split(p, -1, masks.sizes, [pastK.shape[3]!, q.shape[1]!]);
+    const out = g.add(g.matmul(pPast!, pastV), g.matmul(pNew!, vh)); // [B, H, N, Dh]
+    return g.transpose(out, [0, 2, 1, 3]); // [B, N, H, Dh]
+  };
+}
+
+/** Builds `decoder.onnx` for a config and its weights (as initializers). */
+export function buildDecoderGraph(
+  cfg: TokenFormerConfig,
+  params: ReadonlyMap<string, Float32Array>,
+): GraphBuilder {
+  const g = new GraphBuilder();
+  const h = cfg.num_heads;
+  const dh = headDim(cfg);
+  const ids = g.input(DECODER_INPUT_IDS, 'int64', ['batch', 'new']);
+  const positions = g.input(DECODER_POSITIONS, 'int64', ['batch', 'new']);
+  const cache: CacheInputs = {
+    pastLengths: g.input(DECODER_PAST_LENGTHS, 'int64', ['batch']),
+    keys: [],
+    values: [],
+  };
+  for (let i = 0; i < cfg.num_layers; i++) {
+    cache.keys.push(g.input(pastKeyName(i), 'float32', ['batch', h, dh, 'cap']));
+    cache.values.push(g.input(pastValueName(i), 'float32', ['batch', h, 'cap', dh]));
+  }
+  const weights = new Map(
+    paramSpecs(cfg).map((spec) => {
+      const data = params.get(spec.name);
+      if (!data) fail('TF_ERR_BAD_CHECKPOINT', `parameter ${spec.name} is missing`);
+      return [spec.name, g.initializer(spec.name, tensor('float32', spec.shape, data))] as const;
+    }),
+  );
+  const c: Ctx = {
+    g,
+    cfg,
+    w: (name) => weights.get(name) ?? fail('TF_ERR_GRAPH', `no weight named ${name}`),
+    opts: { pattention: 'function' },
+  };
+  const presents: { key: Value; value: Value }[] = [];
+  const logits = tokenformer(c, ids, positions, cachedAttend(c, cache, presents)); // [B, N, V]
+  // Index −1 of the new positions: only the last one's logits leave the graph. Doubt: the head
+  // still computes [B, N, V] first (~13% of a 240-token prefill at d 512, V 8192) unless ORT
+  // moves the Gather before the MatMul; a last-position option in tokenformer() would avoid it.
+  g.output(g.gather(logits, g.scalar(-1, 'int64'), 1), DECODER_LOGITS); // [B, V]
+  presents.forEach((p, i) => {
+    g.output(p.key, presentKeyName(i)); // [B, H, N, Dh]
+    g.output(p.value, presentValueName(i)); // [B, H, N, Dh]
+  });
+  return g;
+}

@@ -1,0 +1,106 @@
+import { measureOutputCopy, measurePeakMatmul } from '../engine/roofline.ts';
+import { OFFICIAL_OPTIMIZER } from '../export/training-step.ts';
+import { defaultTau, type TokenFormerConfig, validateModelConfig } from '../model/config.ts';
+import { initParams } from '../model/init.ts';
+import { EMBEDDING, paramCount } from '../model/params.ts';
+import { trainBatch } from './batches.ts';
+import { freshState, Trainer } from './trainer.ts';
+
+/**
+ * `npm run bench:train`: training tokens/s and model FLOP utilisation (model FLOP/s divided by
+ * the peak MatMul FLOP/s onnxruntime reaches on this machine, measured in the same run), plus
+ * the cost of the one output copy per step (new weights and moments; DESIGN.md §3).
+ */
+
+export interface TrainBenchOptions {
+  layers: number;
+  hidden: number;
+  heads: number;
+  qkvTokens: number;
+  projTokens: number;
+  ffnTokens: number;
+  vocabSize: number;
+  seqLen: number;
+  batchSize: number;
+  steps: number;
+  threads?: number;
+}
+
+/** The ≈ 4M-parameter configuration the training issue targets. */
+export const BENCH_4M: TrainBenchOptions = {
+  layers: 4,
+  hidden: 256,
+  heads: 4,
+  qkvTokens: 256,
+  projTokens: 256,
+  ffnTokens: 768,
+  vocabSize: 2048,
+  seqLen: 256,
+  batchSize: 8,
+  steps: 8,
+};
+
+/** Training FLOPs per token: 6 per weight used in a matmul (incl. the tied output layer) + attention. */
+export function trainFlopsPerToken(cfg: TokenFormerConfig, seqLen: number): number {
+  const matmulWeights = paramCount(cfg) - 2 * cfg.hidden_size; // all but the final norm; the embedding once (output layer)
+  return 6 * matmulWeights + 12 * cfg.num_layers * seqLen * cfg.hidden_size;
+}
+
+export async function benchTraining(o: TrainBenchOptions) {
+  const cfg = validateModelConfig({
+    vocab_size: o.vocabSize,
+    hidden_size: o.hidden,
+    num_layers: o.layers,
+    num_heads: o.heads,
+    rotary_pct: 0.25,
+    rotary_base: 10000,
+    layernorm_eps: 1e-5,
+    max_seq_len: o.seqLen,
+    norm_activation: 'l2_norm_gelu',
+    qkv: { tokens: o.qkvTokens, tau: defaultTau(o.qkvTokens) },
+    proj: { tokens: o.projTokens, tau: defaultTau(o.projTokens) },
+    ffn: { tokens: o.ffnTokens, tau: defaultTau(o.ffnTokens) },
+  });
+  const peakGflops = await measurePeakMatmul(o.threads ? { threads: o.threads } : {});
+  const tokens = Uint32Array.from({ length: 200_000 }, (_, i) => (i * 2654435761) % o.vocabSize);
+  const trainer = await Trainer.create(
+    cfg,
+    OFFICIAL_OPTIMIZER,
+    freshState(cfg, initParams(cfg, 1)),
+    o.threads,
+  );
+  const ms: number[] = [];
+  try {
+    await trainer.step(trainBatch(tokens, o.batchSize, o.seqLen, 1, 0), 1e-4); // warm-up
+    for (let s = 1; s <= o.steps; s++)
+      ms.push((await trainer.step(trainBatch(tokens, o.batchSize, o.seqLen, 1, s), 1e-4)).ms);
+  } finally {
+    await trainer.close();
+  }
+  const sorted = [...ms].sort((a, b) => a - b);
+  const stepMs = sorted[Math.floor(sorted.length / 2)]!;
+  const tokensPerStep = o.batchSize * o.seqLen;
+  const tokensPerS = tokensPerStep / (stepMs / 1000);
+  const flopsPerToken = trainFlopsPerToken(cfg, o.seqLen);
+  const modelGflops = (tokensPerS * flopsPerToken) / 1e9;
+  const outputMib = (paramCount(cfg) * 3 * 4) / 2 ** 20;
+  const copyMs = await measureOutputCopy({ mib: outputMib });
+  return {
+    config: cfg,
+    parameters: paramCount(cfg),
+    embedding_parameters: cfg.vocab_size * cfg.hidden_size,
+    embedding_name: EMBEDDING,
+    batch_size: o.batchSize,
+    seq_len: o.seqLen,
+    step_ms_median: stepMs,
+    step_ms_all: ms,
+    tokens_per_s: tokensPerS,
+    train_flops_per_token: flopsPerToken,
+    model_gflops: modelGflops,
+    peak_matmul_gflops: peakGflops,
+    mfu: modelGflops / peakGflops,
+    step_output_mib: outputMib,
+    step_output_copy_ms: copyMs,
+    output_copy_fraction_of_step: copyMs / stepMs,
+  };
+}

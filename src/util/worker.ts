@@ -1,0 +1,12 @@
+import { Worker, type WorkerOptions } from 'node:worker_threads';
+
+/**
+ * Starts a worker thread on a TypeScript module. Node 20 workers do not inherit the parent's
+ * loader hooks (tsx), so the worker first registers tsx's ESM loader, then imports the module.
+ * Compiled `.js` modules are started directly.
+ */
+export function startWorker(module: URL, options: WorkerOptions = {}): Worker {
+  if (!module.pathname.endsWith('.ts')) return new Worker(module, options);
+  const boot = `import('tsx/esm/api').then((tsx) => { tsx.register(); return import(${JSON.stringify(module.href)}); })`;
+  return new Worker(boot, { ...options, eval: true });
+}
