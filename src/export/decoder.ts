@@ -124,11 +124,8 @@ export function buildDecoderGraph(
     opts: { pattention: 'function' },
   };
   const presents: { key: Value; value: Value }[] = [];
-  const logits = tokenformer(c, ids, positions, cachedAttend(c, cache, presents)); // [B, N, V]
-  // Index −1 of the new positions: only the last one's logits leave the graph. Doubt: the head
-  // still computes [B, N, V] first (~13% of a 240-token prefill at d 512, V 8192) unless ORT
-  // moves the Gather before the MatMul; a last-position option in tokenformer() would avoid it.
-  g.output(g.gather(logits, g.scalar(-1, 'int64'), 1), DECODER_LOGITS); // [B, V]
+  const logits = tokenformer(c, ids, positions, cachedAttend(c, cache, presents), { lastPositionOnly: true }); // [B, V]
+  g.output(logits, DECODER_LOGITS);
   presents.forEach((p, i) => {
     g.output(p.key, presentKeyName(i)); // [B, H, N, Dh]
     g.output(p.value, presentValueName(i)); // [B, H, N, Dh]

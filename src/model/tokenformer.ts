@@ -160,12 +160,20 @@ export function block(c: Ctx, layer: number, x: Value, rot: Rotary | undefined, 
  * The model: ids [B, T] (int64), positions [B|1, T] (int64, absolute) → logits [B, T, V].
  * Tied embeddings, no position embeddings besides rotary.
  */
-export function tokenformer(c: Ctx, ids: Value, positions: Value, attend: Attend): Value {
+export function tokenformer(
+  c: Ctx,
+  ids: Value,
+  positions: Value,
+  attend: Attend,
+  opts: { lastPositionOnly?: boolean } = {},
+): Value {
   const { g, w, cfg } = c;
   const embed = w(EMBEDDING); // [V, d]
   let x = g.gather(embed, ids); // [B, T, d]
   const rot = rotaryAngles(c, positions);
   for (let i = 0; i < cfg.num_layers; i++) x = block(c, i, x, rot, attend);
-  const normed = g.layerNorm(x, w(FINAL_NORM_WEIGHT), w(FINAL_NORM_BIAS), cfg.layernorm_eps); // [B, T, d]
-  return g.matmul(normed, g.transpose(embed, [1, 0])); // [B, T, V]
+  // Decoding needs only the last position's logits: pick it before the [d, V] head.
+  if (opts.lastPositionOnly) x = g.gather(x, g.scalar(-1, 'int64'), 1); // [B, d]
+  const normed = g.layerNorm(x, w(FINAL_NORM_WEIGHT), w(FINAL_NORM_BIAS), cfg.layernorm_eps); // [B, T, d] or [B, d]
+  return g.matmul(normed, g.transpose(embed, [1, 0])); // [B, T, V] or [B, V]
 }

@@ -14,6 +14,8 @@ export type ErrorCode =
   | 'TF_ERR_CONTEXT_LENGTH'
   /** Every KV-cache slot is in use (the runner's maxSequences). */
   | 'TF_ERR_NO_CAPACITY'
+  /** The engine's waiting queue is full (HTTP 429). */
+  | 'TF_ERR_QUEUE_FULL'
   | 'TF_ERR_GRAPH'
   | 'TF_ERR_NOT_FOUND'
   | 'TF_ERR_RUNTIME';

@@ -34,12 +34,13 @@ export interface SampleResult extends TokenLogprob {
 }
 
 /**
- * Weights below this (relative to the max weight, 1) are left out of the selection pool. The pool
- * is always a prefix in weight order; if it cannot hold the answer (fewer than top_k tokens,
- * mass < top_p, min_p below it) the whole vocabulary is used instead, so results are exact.
- * With V = 50k the tokens left out weigh < 0.003 of the max, so top_p ≤ 0.997 never falls back.
+ * The filters select over a pool: every token whose weight is at least a threshold, so the pool
+ * is a prefix in weight order. The threshold comes from a histogram of log2(weight) built during
+ * the softmax pass, at the edge of the first bin where the count reaches top_k, or the mass
+ * reaches top_p; the pool then overshoots what is needed by at most one bin (weights within 2×).
+ * The last bin holds everything below 2^-(BINS-1), zeros included; reaching it pools everything.
  */
-const POOL_MIN = 2 ** -24;
+const BINS = 64;
 
 interface Scratch {
   z: Float32Array; // penalised logits
@@ -47,6 +48,7 @@ interface Scratch {
   ids: Int32Array; // pool token ids, ascending
   pw: Float64Array; // pool weights, aligned with ids
   sel: Float64Array; // pool weights permuted by the selection
+  hist: Float64Array; // by floor(-log2 weight): token count (top-k) or weight (top-p)
 }
 let shared: Scratch | undefined;
 function scratch(v: number): Scratch {
@@ -57,9 +59,21 @@ function scratch(v: number): Scratch {
       ids: new Int32Array(v),
       pw: new Float64Array(v),
       sel: new Float64Array(v),
+      hist: new Float64Array(BINS),
     };
   }
   return shared;
+}
+
+/** The pool threshold: the lower edge of the first bin where the histogram's running sum reaches target. */
+function poolThreshold(hist: Float64Array, target: number): number {
+  let acc = 0;
+  for (let b = 0; b < BINS - 1; b++) {
+    acc += hist[b]!;
+    // Bin b holds weights in (2^-(b+1), 2^-b]; the slack covers rounding in the bin index.
+    if (acc >= target) return 2 ** -(b + 1) * (1 - 1e-9);
+  }
+  return 0;
 }
 
 /** What to draw from: the argmax, all of s.w, or the first `n` of s.ids/s.pw. */
@@ -190,59 +204,47 @@ export class Sampler {
     }
 
     if (this.greedy) {
-      let sum = 0;
-      for (let i = 0; i < v; i++) sum += expNeg(z[i]! - max);
-      this.setLse(max, sum);
+      this.setLse(max, sumExp(z, v, max));
       return { kind: 'greedy', token: arg };
     }
 
-    // One fused pass: weights at temperature T, their sum, the temperature-1 sum for the
-    // logprobs, and the pool of tokens heavy enough to matter for the filters.
+    // One fused pass: weights at temperature T, their sum and, for top-k or top-p, a histogram
+    // (token counts for top-k, mass for top-p) that sizes the pool.
     const s = scratch(v);
-    const w = s.w;
-    const ids = s.ids;
-    const pw = s.pw;
+    const { w, ids, pw, hist } = s;
     const inv = this.invTemp;
-    const pool = this.filtering;
+    const k = this.topK;
+    const binned = k > 0 || this.topP < 1;
+    if (binned) hist.fill(0);
+    const scaled = inv !== 1;
     let sum = 0;
-    let sum1 = 0;
-    let poolMass = 0;
-    let n = 0;
-    if (inv === 1) {
-      for (let i = 0; i < v; i++) {
-        const e = expNeg(z[i]! - max);
-        w[i] = e;
-        sum += e;
-        if (pool && e >= POOL_MIN) {
-          ids[n] = i;
-          pw[n++] = e;
-          poolMass += e;
-        }
-      }
-      sum1 = sum;
-    } else {
-      for (let i = 0; i < v; i++) {
-        const d = z[i]! - max;
-        const e = expNeg(d * inv);
-        w[i] = e;
-        sum += e;
-        sum1 += expNeg(d);
-        if (pool && e >= POOL_MIN) {
-          ids[n] = i;
-          pw[n++] = e;
-          poolMass += e;
-        }
+    let sum1 = 0; // at temperature 1, for the logprobs
+    for (let i = 0; i < v; i++) {
+      const d = z[i]! - max;
+      const x = d * inv;
+      const e = expNeg(x);
+      w[i] = e;
+      sum += e;
+      if (scaled) sum1 += expNeg(d);
+      if (binned) {
+        const y = -x * Math.LOG2E;
+        const b = y < BINS - 1 ? y | 0 : BINS - 1; // -Infinity lands in the last bin
+        hist[b] = hist[b]! + (k > 0 ? 1 : e);
       }
     }
-    this.setLse(max, sum1);
-    if (!pool) return { kind: 'all', sum };
+    this.setLse(max, scaled ? sum1 : sum);
+    if (!this.filtering) return { kind: 'all', sum };
 
-    const k = this.topK;
-    const short = k > 0 ? n < k : this.topP < 1 ? poolMass < this.topP * sum : this.minP < POOL_MIN;
-    if (short) {
-      n = v;
-      for (let i = 0; i < v; i++) ids[i] = i;
-      pw.set(w.subarray(0, v));
+    // The inflated target keeps rounding from choosing a bin one short of the needed mass.
+    const tau =
+      k > 0 ? poolThreshold(hist, k) : binned ? poolThreshold(hist, this.topP * sum * (1 + 1e-9)) : this.minP;
+    let n = 0;
+    for (let i = 0; i < v; i++) {
+      const e = w[i]!;
+      if (e >= tau) {
+        ids[n] = i;
+        pw[n++] = e;
+      }
     }
 
     // Cut in (weight desc, id asc) order; the initial cut keeps everything.
@@ -255,10 +257,12 @@ export class Sampler {
       m = k;
     }
     if (this.topP < 1) {
-      let mass = 0;
-      if (k > 0) for (let j = 0; j < m; j++) mass += sel[j]!;
-      else mass = sum;
-      cut = topPCut(sel, m, this.topP * mass);
+      let total = sum;
+      if (k > 0) {
+        total = 0;
+        for (let j = 0; j < m; j++) total += sel[j]!;
+      }
+      cut = topPCut(sel, m, this.topP * total);
     }
 
     // Compact the pool in place to the survivors, still in id order (ties go to the lowest ids).
@@ -285,6 +289,13 @@ export class Sampler {
     this.lse = max + Math.log(sum);
     if (!Number.isFinite(this.lse)) fail('TF_ERR_RUNTIME', 'logits row contains NaN');
   }
+}
+
+/** Σ exp(z - max): the softmax denominator at temperature 1, for the logprobs. */
+function sumExp(z: Float32Array, v: number, max: number): number {
+  let sum = 0;
+  for (let i = 0; i < v; i++) sum += expNeg(z[i]! - max);
+  return sum;
 }
 
 function rankOf(z: Float32Array, v: number, x: number): number {

@@ -1,0 +1,35 @@
+import { createHash } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { exportCheckpoint, MANIFEST_FILE } from '../export/export.ts';
+import { CONFIG_FILE, weightsChecksum } from '../model/checkpoint.ts';
+import { fail } from '../util/errors.ts';
+
+/**
+ * `--model DIR` takes an export directory (manifest.json) or a checkpoint directory; a
+ * checkpoint is exported once into the cache, keyed by its config and weights, and reused.
+ */
+export async function resolveExportDir(
+  dir: string,
+  cacheRoot: string,
+  onProgress?: (message: string) => void,
+): Promise<string> {
+  if (existsSync(join(dir, MANIFEST_FILE))) return resolve(dir);
+  if (!existsSync(join(dir, CONFIG_FILE))) {
+    fail(
+      'TF_ERR_NOT_FOUND',
+      `${dir} is neither an export directory (manifest.json) nor a checkpoint (config.json)`,
+    );
+  }
+  const key = createHash('sha256')
+    .update(readFileSync(join(dir, CONFIG_FILE)))
+    .update(weightsChecksum(dir))
+    .digest('hex')
+    .slice(0, 24);
+  const out = resolve(cacheRoot, 'exports', key);
+  if (!existsSync(join(out, MANIFEST_FILE))) {
+    onProgress?.(`exporting ${dir} → ${out} (first use)`);
+    await exportCheckpoint(dir, out);
+  }
+  return out;
+}

