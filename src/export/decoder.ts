@@ -4,6 +4,7 @@ import { headDim, type TokenFormerConfig } from '../model/config.ts';
 import { paramSpecs } from '../model/params.ts';
 import { type Attend, type Ctx, tokenformer } from '../model/tokenformer.ts';
 import { fail } from '../util/errors.ts';
+import { initializerContext } from './weights.ts';
 
 /**
  * The KV-cache decoder graph (`decoder.onnx`): the same `tokenformer()` as the full-sequence
@@ -110,19 +111,7 @@ export function buildDecoderGraph(
     cache.keys.push(g.input(pastKeyName(i), 'float32', ['batch', h, dh, 'cap']));
     cache.values.push(g.input(pastValueName(i), 'float32', ['batch', h, 'cap', dh]));
   }
-  const weights = new Map(
-    paramSpecs(cfg).map((spec) => {
-      const data = params.get(spec.name);
-      if (!data) fail('TF_ERR_BAD_CHECKPOINT', `parameter ${spec.name} is missing`);
-      return [spec.name, g.initializer(spec.name, tensor('float32', spec.shape, data))] as const;
-    }),
-  );
-  const c: Ctx = {
-    g,
-    cfg,
-    w: (name) => weights.get(name) ?? fail('TF_ERR_GRAPH', `no weight named ${name}`),
-    opts: { pattention: 'function' },
-  };
+  const c = initializerContext(g, cfg, params);
   const presents: { key: Value; value: Value }[] = [];
   const logits = tokenformer(c, ids, positions, cachedAttend(c, cache, presents), { lastPositionOnly: true }); // [B, V]
   g.output(logits, DECODER_LOGITS);

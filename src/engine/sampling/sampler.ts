@@ -1,15 +1,17 @@
-import { fail } from '../../util/errors.ts';
+import { fail, invariant } from '../../util/errors.ts';
+import { Rng } from '../../util/rng.ts';
 import { expNeg } from './fastexp.ts';
 import type { SamplingParams } from './params.ts';
 import { Penalties } from './penalties.ts';
-import { Rng } from './rng.ts';
 import { type Cut, topKCut, topPCut } from './select.ts';
 
 /**
  * One sampler per sequence, called once per step on that sequence's row of logits:
  *   penalties (logits processor) → temperature → top-k → top-p → min-p → argmax or one draw.
- * Temperature and the three filters are fused into the softmax pass because each stage on its
- * own would be another O(V) pass; only top-k/top-p select, over the tokens that can matter.
+ * The stages after the penalties are fused rather than chained, since each on its own would be
+ * another O(V) pass: one pass computes the weights at temperature T, their sum and a histogram
+ * that bounds which tokens top-k/top-p can keep; selection (no full sort) runs on those only.
+ * Greedy is one argmax pass, plus one exp pass for the logprob.
  *
  * Logprobs are the log-softmax of the penalised logits at temperature 1, before top-k/top-p/
  * min-p: what the brief calls vLLM's default. Doubt: vLLM v1's default (`raw_logprobs`) is taken
@@ -91,7 +93,7 @@ export class Sampler {
   private readonly topP: number; // 1 = off
   private readonly minP: number; // 0 = off
   private readonly filtering: boolean;
-  /** Set by plan(): row max and log-sum-exp of the penalised logits at temperature 1. */
+  /** Set by plan(): log-sum-exp of the penalised logits at temperature 1, for the logprobs. */
   private lse = 0;
 
   constructor(
@@ -253,6 +255,7 @@ export class Sampler {
     sel.set(pw.subarray(0, n));
     let m = n;
     if (k > 0) {
+      invariant(n >= k, `top-k pool of ${n} tokens is smaller than k = ${k}`);
       cut = topKCut(sel, n, k);
       m = k;
     }

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import test from 'node:test';
 import { expNeg } from '../../../src/engine/sampling/fastexp.ts';
-import { Rng } from '../../../src/engine/sampling/rng.ts';
+import { Rng } from '../../../src/util/rng.ts';
 
 test('expNeg matches Math.exp to 1e-12 relative over [-708, 0]', () => {
   const rng = new Rng(1);

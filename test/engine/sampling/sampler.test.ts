@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
 import test from 'node:test';
 import { validateSamplingParams } from '../../../src/engine/sampling/params.ts';
-import { Rng } from '../../../src/engine/sampling/rng.ts';
 import { Sampler } from '../../../src/engine/sampling/sampler.ts';
 import { TokenFormerError } from '../../../src/util/errors.ts';
+import { Rng } from '../../../src/util/rng.ts';
 
 const params = (raw: Record<string, unknown> = {}) => validateSamplingParams(raw);
 const row = (...xs: number[]) => Float32Array.from(xs);
@@ -85,6 +85,15 @@ test('the same seed gives the same 100 tokens; a different seed gives different 
   };
   assert.deepEqual(run(1234), run(1234));
   assert.notDeepEqual(run(1234), run(1235));
+});
+
+test('an unseeded sampler reports the random seed it drew, and that seed replays it', () => {
+  const logits = row(0, 1, 2, 0.5, -1);
+  const a = sampler({}, logits);
+  const b = sampler({}, logits);
+  assert.notEqual(a.rng.seed, b.rng.seed);
+  const replay = sampler({ seed: a.rng.seed }, logits);
+  for (let i = 0; i < 50; i++) assert.equal(a.sample(logits).token, replay.sample(logits).token);
 });
 
 test('20k draws at temperature 1 follow the softmax (chi-square and per-token bounds)', () => {

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import test from 'node:test';
-import { Rng } from '../../../src/engine/sampling/rng.ts';
 import { type Cut, topKCut, topPCut } from '../../../src/engine/sampling/select.ts';
+import { Rng } from '../../../src/util/rng.ts';
 
 /** Reference by full sort: the kept multiset of values for a cut. */
 function keptBySort(w: number[], count: number): number[] {

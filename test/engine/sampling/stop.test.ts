@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import test from 'node:test';
-import { Rng } from '../../../src/engine/sampling/rng.ts';
 import { StopMatcher } from '../../../src/engine/sampling/stop.ts';
+import { Rng } from '../../../src/util/rng.ts';
 
 /** Feeds the deltas; returns what each push emitted, whether it stopped, and the flushed tail. */
 function run(stops: string[], deltas: string[]) {

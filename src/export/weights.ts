@@ -1,0 +1,29 @@
+import { type GraphBuilder, tensor } from '../graph/builder.ts';
+import type { TokenFormerConfig } from '../model/config.ts';
+import { paramSpecs } from '../model/params.ts';
+import type { Ctx } from '../model/tokenformer.ts';
+import { fail } from '../util/errors.ts';
+
+/**
+ * The build context of the serving graphs: every parameter an initializer of `g`, Pattention as
+ * one custom-op node per site. Shared by the full-sequence and the KV-cache decoder graphs.
+ */
+export function initializerContext(
+  g: GraphBuilder,
+  cfg: TokenFormerConfig,
+  params: ReadonlyMap<string, Float32Array>,
+): Ctx {
+  const weights = new Map(
+    paramSpecs(cfg).map((spec) => {
+      const data = params.get(spec.name);
+      if (!data) fail('TF_ERR_BAD_CHECKPOINT', `parameter ${spec.name} is missing`);
+      return [spec.name, g.initializer(spec.name, tensor('float32', spec.shape, data))] as const;
+    }),
+  );
+  return {
+    g,
+    cfg,
+    w: (name) => weights.get(name) ?? fail('TF_ERR_GRAPH', `no weight named ${name}`),
+    opts: { pattention: 'function' },
+  };
+}
