@@ -1,9 +1,7 @@
-import { GraphBuilder, tensor } from '../graph/builder.ts';
+import { GraphBuilder } from '../graph/builder.ts';
 import type { Value } from '../graph/types.ts';
 import { headDim, type TokenFormerConfig } from '../model/config.ts';
-import { paramSpecs } from '../model/params.ts';
 import { type Attend, type Ctx, tokenformer } from '../model/tokenformer.ts';
-import { fail } from '../util/errors.ts';
 import { initializerContext } from './weights.ts';
 
 /**

@@ -1,8 +1,6 @@
-import { GraphBuilder, tensor } from '../graph/builder.ts';
+import { GraphBuilder } from '../graph/builder.ts';
 import type { TokenFormerConfig } from '../model/config.ts';
-import { paramSpecs } from '../model/params.ts';
-import { type Ctx, causalAttend, tokenformer } from '../model/tokenformer.ts';
-import { fail } from '../util/errors.ts';
+import { causalAttend, tokenformer } from '../model/tokenformer.ts';
 import { initializerContext } from './weights.ts';
 
 /**
