@@ -26,11 +26,6 @@ export class Penalties {
     this.counts.set(token, (this.counts.get(token) ?? 0) + 1);
   }
 
-  /** How often `token` has been generated (accepted) so far. */
-  count(token: number): number {
-    return this.counts.get(token) ?? 0;
-  }
-
   /** True when apply() would change some logit, so the caller can skip copying the row. */
   get active(): boolean {
     return this.seen.size > 0 || (this.counts.size > 0 && (this.presence !== 0 || this.frequency !== 0));
