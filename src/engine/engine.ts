@@ -2,21 +2,12 @@ import { EventEmitter } from 'node:events';
 import { join } from 'node:path';
 import type { Worker } from 'node:worker_threads';
 import { type Manifest, readManifest } from '../export/export.ts';
-import { StreamingDetokenizer } from '../tokenizer/stream-decoder.ts';
 import { Tokenizer } from '../tokenizer/tokenizer.ts';
 import { type ErrorCode, fail, TokenFormerError } from '../util/errors.ts';
 import { startWorker } from '../util/worker.ts';
-import type {
-  EngineStats,
-  FinishReason,
-  FromWorker,
-  GeneratedToken,
-  SequenceUpdate,
-  ToWorker,
-  WorkerConfig,
-} from './protocol.ts';
+import type { EngineStats, FromWorker, SequenceUpdate, ToWorker, WorkerConfig } from './protocol.ts';
 import type { SamplingParams } from './sampling/params.ts';
-import { StopMatcher } from './sampling/stop.ts';
+import { type GenerationEvent, type TokenUpdate, textStream } from './text-stream.ts';
 
 /**
  * The inference engine as the server sees it: `generate()` yields an AsyncIterable of text
@@ -34,18 +25,15 @@ export interface EngineOptions {
   prefillChunk: number;
 }
 
-export type GenerationEvent =
-  | { type: 'delta'; text: string; tokens: GeneratedToken[] }
-  | { type: 'done'; finishReason: FinishReason; promptTokens: number; completionTokens: number };
-
 interface Stream {
-  push(e: GenerationEvent | Error): void;
+  push(e: TokenUpdate | Error): void;
   update(u: SequenceUpdate): void;
 }
 
-/** Emits `admitted` (id, queueMs) and `stats` (EngineStats) for metrics. */
+/** Emits `admitted` (id, queueMs), `stats` (EngineStats) and `released` (id) for metrics and draining. */
 export class Engine extends EventEmitter {
   private readonly streams = new Map<number, Stream>();
+  private readonly active = new Set<number>();
   private nextId = 1;
   private latest: EngineStats = { running: 0, waiting: 0, kvUsage: 0, kvBytes: 0, kvBytesPerToken: 0 };
   private dead: Error | undefined;
@@ -139,90 +127,99 @@ export class Engine extends EventEmitter {
   }
 
   /**
-   * Generates from prompt token ids. Yields text deltas (with their tokens and logprobs) and a
-   * final `done`. Aborting the signal cancels the sequence; its KV slot is freed at the next step.
+   * Generates from prompt token ids: text deltas (with their tokens and logprobs), then `done`.
+   * Aborting the signal, or leaving the loop early, cancels the sequence; its KV slot is freed
+   * at the next scheduler step.
    */
   generate(
     prompt: readonly number[],
     params: SamplingParams,
     signal?: AbortSignal,
   ): AsyncIterable<GenerationEvent> {
+    return textStream(this.tokens(prompt, params, signal), {
+      tokenizer: this.tokenizer,
+      eosTokenId: this.eosTokenId,
+      params,
+      promptTokens: prompt.length,
+    });
+  }
+
+  /** The raw token stream of one sequence (no text): what `generate` and migration build on. */
+  tokens(
+    prompt: readonly number[],
+    params: SamplingParams,
+    signal?: AbortSignal,
+  ): AsyncIterable<TokenUpdate> {
     if (this.dead)
       throw new TokenFormerError('TF_ERR_RUNTIME', `the model worker is not running: ${this.dead.message}`);
     const id = this.nextId++;
-    const queue: (GenerationEvent | Error)[] = [];
+    const queue: (TokenUpdate | Error)[] = [];
     let wake: (() => void) | undefined;
     let finished = false;
-    const detok = new StreamingDetokenizer(this.tokenizer);
-    const stop = new StopMatcher(params.stop);
-    const eos = this.eosTokenId;
-    let completion = 0;
-    const push = (e: GenerationEvent | Error) => {
+    const push = (e: TokenUpdate | Error) => {
       queue.push(e);
       wake?.();
     };
-    const end = (reason: FinishReason, tail: string, tokens: GeneratedToken[]) => {
-      if (finished) return;
-      finished = true;
-      this.streams.delete(id);
-      if (tail || tokens.length) push({ type: 'delta', text: tail, tokens });
-      push({ type: 'done', finishReason: reason, promptTokens: prompt.length, completionTokens: completion });
-    };
-    const stream: Stream = {
+    this.streams.set(id, {
       push,
       update: (u) => {
         if (finished) return;
-        let text = '';
-        for (const t of u.tokens) {
-          completion++;
-          // The end-of-text token ends the text; it is not part of it.
-          if (!(u.finish === 'stop' && t.token === eos && !params.ignore_eos)) text += detok.push(t.token);
+        if (u.finish) {
+          finished = true;
+          this.streams.delete(id);
         }
-        if (u.finish) text += detok.flush();
-        const r = stop.push(text);
-        if (r.stopped) {
-          this.post({ type: 'cancel', id });
-          end('stop', r.emit, u.tokens);
-        } else if (u.finish) end(u.finish, r.emit + stop.flush(), u.tokens);
-        else if (r.emit || u.tokens.length) push({ type: 'delta', text: r.emit, tokens: u.tokens });
+        push({ tokens: u.tokens, ...(u.finish ? { finish: u.finish } : {}) });
       },
-    };
-    this.streams.set(id, stream);
-    const onAbort = () => {
-      if (finished) return;
-      finished = true;
-      this.streams.delete(id);
-      this.post({ type: 'cancel', id });
+    });
+    this.active.add(id);
+    const cancel = () => {
+      if (!finished) {
+        finished = true;
+        this.streams.delete(id);
+        this.post({ type: 'cancel', id });
+      }
+      this.active.delete(id);
+      this.emit('released', id);
       wake?.();
     };
-    if (signal?.aborted) onAbort();
+    if (signal?.aborted) cancel();
     else {
-      signal?.addEventListener('abort', onAbort, { once: true });
+      signal?.addEventListener('abort', cancel, { once: true });
       this.post({ type: 'add', id, prompt: [...prompt], params });
     }
     return {
       [Symbol.asyncIterator]: () => ({
-        next: async (): Promise<IteratorResult<GenerationEvent>> => {
+        next: async (): Promise<IteratorResult<TokenUpdate>> => {
           for (;;) {
             const e = queue.shift();
-            if (e instanceof Error) throw e;
-            if (e) {
-              if (e.type === 'done') signal?.removeEventListener('abort', onAbort);
-              return { value: e, done: false };
+            if (e instanceof Error) {
+              cancel();
+              throw e;
             }
-            if (finished) return { value: undefined, done: true };
+            if (e) return { value: e, done: false };
+            if (finished) {
+              signal?.removeEventListener('abort', cancel);
+              if (this.active.delete(id)) this.emit('released', id);
+              return { value: undefined, done: true };
+            }
             await new Promise<void>((r) => {
               wake = r;
             });
             wake = undefined;
           }
         },
-        return: async (): Promise<IteratorResult<GenerationEvent>> => {
-          onAbort(); // a consumer that stops early (break, client gone) frees the sequence
+        return: async (): Promise<IteratorResult<TokenUpdate>> => {
+          signal?.removeEventListener('abort', cancel);
+          cancel(); // a consumer that stops early (stop string, client gone) frees the sequence
           return { value: undefined, done: true };
         },
       }),
     };
+  }
+
+  /** Sequences of this engine whose streams are still open (for draining before a swap). */
+  get openStreams(): number {
+    return this.active.size;
   }
 
   /** Stops the worker (after the current step). */
@@ -232,3 +229,5 @@ export class Engine extends EventEmitter {
     await new Promise<void>((r) => this.worker.once('exit', () => r()));
   }
 }
+
+export type { GenerationEvent, TokenUpdate } from './text-stream.ts';

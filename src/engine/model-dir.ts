@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { exportCheckpoint, MANIFEST_FILE } from '../export/export.ts';
-import { CONFIG_FILE, weightsChecksum } from '../model/checkpoint.ts';
+import { CONFIG_FILE, readCheckpointMeta, WEIGHTS_FILE, weightsChecksum } from '../model/checkpoint.ts';
 import { fail } from '../util/errors.ts';
 
 /**
@@ -21,6 +21,9 @@ export async function resolveExportDir(
       `${dir} is neither an export directory (manifest.json) nor a checkpoint (config.json)`,
     );
   }
+  readCheckpointMeta(dir); // a clear error for a broken config before anything else
+  if (!existsSync(join(dir, WEIGHTS_FILE)))
+    fail('TF_ERR_NOT_FOUND', `${join(dir, WEIGHTS_FILE)}: weights file is missing`);
   const key = createHash('sha256')
     .update(readFileSync(join(dir, CONFIG_FILE)))
     .update(weightsChecksum(dir))

@@ -16,6 +16,8 @@ export type ErrorCode =
   | 'TF_ERR_NO_CAPACITY'
   /** The engine's waiting queue is full (HTTP 429). */
   | 'TF_ERR_QUEUE_FULL'
+  /** A model swap is already running (HTTP 409). */
+  | 'TF_ERR_SWAP_IN_PROGRESS'
   | 'TF_ERR_GRAPH'
   | 'TF_ERR_NOT_FOUND'
   | 'TF_ERR_RUNTIME';
