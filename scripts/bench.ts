@@ -51,7 +51,7 @@ runMain(async () => {
       `decode ${r.decode_concurrent.sequences} concurrent: ${f(r.decode_concurrent.tokens_per_s)} tokens/s = ` +
         `${f(r.decode_concurrent.speedup_over_batch1, 2)}× batch 1; TTFT p50 ${f(r.decode_concurrent.time_to_first_token_ms_p50)} ms, ` +
         `ITL p50 ${f(r.decode_concurrent.inter_token_latency_ms_p50)} ms p99 ${f(r.decode_concurrent.inter_token_latency_ms_p99)} ms`,
-      `memory: peak RSS ${f(r.memory.peak_rss_bytes / 2 ** 20)} MiB = ${f(r.memory.rss_over_2x_weights_plus_kv, 2)} × (2 × weights + KV); ` +
+      `memory: peak RSS ${f(r.memory.peak_rss_bytes / 2 ** 20)} MiB = ${f(r.memory.rss_over_2x_weights_plus_kv_budget, 2)} × (2 × weights + KV budget); ` +
         `KV ${r.memory.kv_bytes_per_token} B/token, ${f(r.memory.kv_bytes_per_sequence_at_max_context / 2 ** 20)} MiB per sequence at full context`,
     ].join('\n'),
   );

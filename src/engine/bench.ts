@@ -158,6 +158,8 @@ export async function runBench(o: BenchOptions) {
     const itl = runs.flatMap((r) => r.itlMs);
     const kv = engine.stats;
     const peakRssBytes = resourceUsage().maxRSS * 1024;
+    // The KV budget: every slot at the full context (what the engine may allocate).
+    const kvBudget = kv.kvBytesPerToken * cfg.max_seq_len * Math.max(16, o.concurrency);
     return {
       model: o.model,
       export_dir: exportDir,
@@ -195,7 +197,8 @@ export async function runBench(o: BenchOptions) {
         kv_bytes_per_token: kv.kvBytesPerToken,
         kv_bytes_per_sequence_at_max_context: kv.kvBytesPerToken * cfg.max_seq_len,
         kv_bytes_allocated: kv.kvBytes,
-        rss_over_2x_weights_plus_kv: peakRssBytes / (2 * weightBytes + kv.kvBytes),
+        kv_budget_bytes: kvBudget,
+        rss_over_2x_weights_plus_kv_budget: peakRssBytes / (2 * weightBytes + kvBudget),
       },
     };
   } finally {

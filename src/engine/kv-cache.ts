@@ -51,7 +51,7 @@ export interface KvCacheStats {
   bytesPerToken: number;
   /** Bytes one slot holds at the current capacity. */
   bytesPerSequence: number;
-  /** Bytes allocated for all slots at the current capacity. */
+  /** Bytes allocated for the cache buffers (they grow with capacity and are kept). */
   totalBytes: number;
   capacity: number;
   slots: number;
@@ -69,6 +69,7 @@ export class KvCache {
   readonly slots: number;
   readonly maxLength: number;
   private cap: number;
+  private readonly initialCap: number;
   private keys: Float32Array[] = [];
   private values: Float32Array[] = [];
   private readonly lengths: Int32Array;
@@ -90,6 +91,7 @@ export class KvCache {
       fail('TF_ERR_BAD_ARGS', `KvCache: initialCapacity must be a positive integer, got ${initial}`);
     }
     this.cap = Math.min(initial, this.maxLength);
+    this.initialCap = this.cap;
     this.lengths = new Int32Array(this.slots);
     this.allocBuffers();
   }
@@ -136,13 +138,14 @@ export class KvCache {
   free(slot: number): { from: number; to: number } | undefined {
     this.checkSlot(slot);
     const last = --this.active;
-    if (slot === last) {
-      this.lengths[last] = 0;
-      return undefined;
+    let move: { from: number; to: number } | undefined;
+    if (slot !== last) {
+      this.copySlot(last, slot);
+      move = { from: last, to: slot };
     }
-    this.copySlot(last, slot);
     this.lengths[last] = 0;
-    return { from: last, to: slot };
+    this.maybeShrink();
+    return move;
   }
 
   /** Exchanges two active slots' contents (to make an arbitrary decode set contiguous). */
@@ -186,26 +189,84 @@ export class KvCache {
     }
     let cap = this.cap;
     while (cap < needed) cap = Math.min(cap * 2, this.maxLength);
-    const [oldKeys, oldValues, oldCap] = [this.keys, this.values, this.cap];
-    this.cap = cap;
-    this.allocBuffers();
-    const { heads: h, headDim: dh } = this;
-    for (let l = 0; l < this.layers; l++) {
-      const [ok, ov, nk, nv] = [oldKeys[l]!, oldValues[l]!, this.keys[l]!, this.values[l]!];
-      for (let s = 0; s < this.active; s++) {
-        const len = this.lengths[s]!;
-        if (len === 0) continue;
-        for (let row = 0; row < h * dh; row++) {
-          // keys: one row of `cap` positions per (head, dim)
-          const src = (s * h * dh + row) * oldCap;
-          nk.set(ok.subarray(src, src + len), (s * h * dh + row) * cap);
-        }
-        for (let hh = 0; hh < h; hh++) {
-          // values: one [cap, Dh] block per head
-          const src = (s * h + hh) * oldCap * dh;
-          nv.set(ov.subarray(src, src + len * dh), (s * h + hh) * cap * dh);
-        }
+    this.relayout(cap);
+  }
+
+  /**
+   * Attention reads every slot's whole capacity (masked positions included), so after long
+   * sequences leave, the capacity shrinks back: to the smallest power-of-two multiple of the
+   * initial capacity holding twice the longest active sequence, once that is ≤ a quarter of it.
+   */
+  private maybeShrink(): void {
+    let longest = 0;
+    for (let s = 0; s < this.active; s++) longest = Math.max(longest, this.lengths[s]!);
+    let target = this.initialCap;
+    while (target < 2 * longest && target < this.maxLength) target = Math.min(target * 2, this.maxLength);
+    if (target * 4 <= this.cap) this.relayout(target);
+  }
+
+  /**
+   * Re-lays out every active sequence for capacity `cap` (≥ every active length). The buffers
+   * are only reallocated when they are too small (they never shrink, so a shrink and the next
+   * growth cost a copy, not an allocation); otherwise rows move in place with copyWithin, in
+   * an order that never overwrites a row before it has moved.
+   */
+  private relayout(cap: number): void {
+    const oldCap = this.cap;
+    const needed = this.slots * this.slotSize(cap);
+    if (needed > (this.keys[0]?.length ?? 0)) {
+      const [oldKeys, oldValues] = [this.keys, this.values];
+      this.cap = cap;
+      this.allocBuffers();
+      for (let l = 0; l < this.layers; l++) {
+        this.moveRows(oldKeys[l]!, this.keys[l]!, oldValues[l]!, this.values[l]!, oldCap, cap, false);
       }
+      return;
+    }
+    this.cap = cap;
+    for (let l = 0; l < this.layers; l++) {
+      this.moveRows(
+        this.keys[l]!,
+        this.keys[l]!,
+        this.values[l]!,
+        this.values[l]!,
+        oldCap,
+        cap,
+        cap > oldCap,
+      );
+    }
+  }
+
+  /**
+   * Copies each active sequence's cached positions from stride `from` to stride `to`: key rows
+   * of [H·Dh] × positions, value blocks of [H] × positions·Dh. Growing in place goes from the
+   * last row down, shrinking from the first row up.
+   */
+  private moveRows(
+    srcK: Float32Array,
+    dstK: Float32Array,
+    srcV: Float32Array,
+    dstV: Float32Array,
+    from: number,
+    to: number,
+    descending: boolean,
+  ): void {
+    const { heads: h, headDim: dh } = this;
+    const rows = this.active * h * dh;
+    for (let i = 0; i < rows; i++) {
+      const r = descending ? rows - 1 - i : i;
+      const len = this.lengths[Math.floor(r / (h * dh))]!;
+      if (len === 0) continue;
+      if (srcK === dstK) dstK.copyWithin(r * to, r * from, r * from + len);
+      else dstK.set(srcK.subarray(r * from, r * from + len), r * to);
+    }
+    const blocks = this.active * h;
+    for (let i = 0; i < blocks; i++) {
+      const b = descending ? blocks - 1 - i : i;
+      const len = this.lengths[Math.floor(b / h)]! * dh;
+      if (len === 0) continue;
+      if (srcV === dstV) dstV.copyWithin(b * to * dh, b * from * dh, b * from * dh + len);
+      else dstV.set(srcV.subarray(b * from * dh, b * from * dh + len), b * to * dh);
     }
   }
 
@@ -276,7 +337,7 @@ export class KvCache {
     return {
       bytesPerToken,
       bytesPerSequence: bytesPerToken * this.cap,
-      totalBytes: bytesPerToken * this.cap * this.slots,
+      totalBytes: 2 * this.layers * (this.keys[0]?.length ?? 0) * 4, // allocated (buffers only grow)
       capacity: this.cap,
       slots: this.slots,
       active: this.active,

@@ -144,3 +144,17 @@ test('append past the capacity is a bug, not a silent overwrite', () => {
   write(c, 0, 1, 0, 1, 3);
   assert.throws(() => write(c, 0, 1, 0, 1, 2), /reserve first/);
 });
+
+test('capacity shrinks back when the long sequences leave, keeping the others intact', () => {
+  const c = cache(2, 4, 64);
+  c.allocate();
+  c.allocate();
+  write(c, 0, 1, 0, 1, 3);
+  c.reserve(40);
+  write(c, 1, 5, 0, 1, 40);
+  assert.equal(c.capacity, 64);
+  c.free(1); // the long sequence leaves: 3 positions left, capacity 8 holds twice that
+  assert.equal(c.capacity, 8);
+  for (let t = 0; t < 3; t++) assert.deepEqual(readPos(c, 0, 1, t).keys, expected(2, 0, t));
+  for (let t = 0; t < 3; t++) assert.deepEqual(readPos(c, 0, 0, t).values, expected(-1, 0, t));
+});
