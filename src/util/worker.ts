@@ -7,6 +7,8 @@ import { Worker, type WorkerOptions } from 'node:worker_threads';
  */
 export function startWorker(module: URL, options: WorkerOptions = {}): Worker {
   if (!module.pathname.endsWith('.ts')) return new Worker(module, options);
-  const boot = `import('tsx/esm/api').then((tsx) => { tsx.register(); return import(${JSON.stringify(module.href)}); })`;
+  // Resolved from this package, not the process's working directory.
+  const tsx = import.meta.resolve('tsx/esm/api');
+  const boot = `import(${JSON.stringify(tsx)}).then((tsx) => { tsx.register(); return import(${JSON.stringify(module.href)}); })`;
   return new Worker(boot, { ...options, eval: true });
 }

@@ -1,0 +1,129 @@
+import { existsSync } from 'node:fs';
+import { basename, join, resolve } from 'node:path';
+import { Engine } from '../src/engine/engine.ts';
+import { resolveExportDir } from '../src/engine/model-dir.ts';
+import { buildApp } from '../src/server/app.ts';
+import { parseFlags, runMain } from '../src/util/cli.ts';
+import { fail } from '../src/util/errors.ts';
+
+const USAGE =
+  'npm run serve -- --model DIR [--port N] [--host H] [--device auto|cpu|cuda] [--models-dir DIR] ' +
+  '[--threads N] [--max-sequences N] [--max-queue N] [--prefill-chunk N] [--timeout-ms N] ' +
+  '[--drain-timeout-ms N] [--log-level LEVEL]';
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms).unref());
+
+function int(name: string, value: string | undefined, dflt: number, min: number): number {
+  if (value === undefined || value === '') return dflt;
+  const n = Number(value);
+  if (!Number.isSafeInteger(n) || n < min)
+    fail('TF_ERR_BAD_ARGS', `--${name} must be an integer ≥ ${min}, got ${value}\nusage: ${USAGE}`);
+  return n;
+}
+
+/** `--model` is a directory, or a name under the models root (`--model default` → models/default). */
+function modelDirectory(model: string, modelsDir: string): string {
+  if (existsSync(model)) return model;
+  const named = join(modelsDir, model);
+  if (existsSync(named)) return named;
+  return fail('TF_ERR_NOT_FOUND', `no model ${model}: it is neither a directory nor ${named}`);
+}
+
+runMain(async () => {
+  const flags = parseFlags(USAGE, {
+    model: { type: 'string' },
+    port: { type: 'string' },
+    host: { type: 'string' },
+    device: { type: 'string' },
+    'models-dir': { type: 'string' },
+    threads: { type: 'string' },
+    'max-sequences': { type: 'string' },
+    'max-queue': { type: 'string' },
+    'prefill-chunk': { type: 'string' },
+    'timeout-ms': { type: 'string' },
+    'drain-timeout-ms': { type: 'string' },
+    'log-level': { type: 'string' },
+  });
+  if (flags.help) return void console.log(USAGE);
+  const env = process.env;
+  const model = flags.model ?? env.MODEL;
+  if (!model) fail('TF_ERR_BAD_ARGS', `--model is required (or set MODEL)\nusage: ${USAGE}`);
+  const device = flags.device ?? env.DEVICE ?? 'auto';
+  if (device !== 'auto' && device !== 'cpu' && device !== 'cuda')
+    fail('TF_ERR_BAD_ARGS', `--device must be auto, cpu or cuda, got ${device}\nusage: ${USAGE}`);
+  const host = flags.host ?? env.HOST ?? '127.0.0.1';
+  const port = int('port', flags.port ?? env.PORT, 8080, 0);
+  const threads = int('threads', flags.threads, 0, 0);
+  const maxSequences = int('max-sequences', flags['max-sequences'], 8, 1);
+  const maxQueue = int('max-queue', flags['max-queue'], 64, 0);
+  const prefillChunk = int('prefill-chunk', flags['prefill-chunk'], 256, 1);
+  const requestTimeoutMs = int('timeout-ms', flags['timeout-ms'], 0, 0);
+  const drainTimeoutMs = int('drain-timeout-ms', flags['drain-timeout-ms'], 30_000, 0);
+  const modelDir = modelDirectory(model, flags['models-dir'] ?? 'models');
+
+  // The server listens while the model loads (/health answers, /ready is 503 until it is ready).
+  let loaded!: (e: Engine) => void;
+  let failed!: (err: unknown) => void;
+  const engine = new Promise<Engine>((res, rej) => {
+    loaded = res;
+    failed = rej;
+  });
+  const app = buildApp({
+    engine,
+    modelName: basename(resolve(modelDir)),
+    limits: { requestTimeoutMs },
+    logger: { level: flags['log-level'] ?? env.LOG_LEVEL ?? 'info' },
+  });
+  const ctx = app.tokenformer;
+
+  let stopping = false;
+  const shutdown = async (signal: string) => {
+    if (stopping) {
+      app.log.warn({ signal }, 'second signal: exiting without draining');
+      process.exit(1);
+    }
+    stopping = true;
+    app.log.info({ signal, inFlight: ctx.inFlight, drainTimeoutMs }, 'shutting down: draining');
+    // Stop accepting connections; /ready answers 503 on open ones; streams in flight go on.
+    if (app.server.listening) app.server.close();
+    const clean = await ctx.drain(drainTimeoutMs);
+    await Promise.race([app.close(), sleep(5_000)]);
+    if (ctx.engine) await Promise.race([ctx.engine.close(), sleep(5_000)]);
+    app.log.info({ clean }, clean ? 'drained; exiting' : 'drain timed out; streams were ended; exiting');
+    process.exit(0);
+  };
+  process.on('SIGTERM', () => void shutdown('SIGTERM')).on('SIGINT', () => void shutdown('SIGINT'));
+
+  const address = await app.listen({ host, port });
+  app.log.info({ address }, `listening on ${address}`);
+  try {
+    const exportDir = await resolveExportDir(modelDir, '.cache', (m) => app.log.info(m));
+    const e = await Engine.start({
+      exportDir,
+      device,
+      ...(threads > 0 ? { threads } : {}),
+      maxSequences,
+      maxQueue,
+      prefillChunk,
+    });
+    loaded(e);
+    await ctx.loaded;
+    app.log.info(
+      {
+        model: ctx.modelName,
+        version: ctx.modelVersion,
+        device: e.device,
+        ...(e.fallbackReason ? { fallbackReason: e.fallbackReason } : {}),
+        exportDir,
+      },
+      e.fallbackReason
+        ? `model ready on cpu (CUDA unavailable: ${e.fallbackReason})`
+        : `model ready on ${e.device}`,
+    );
+  } catch (err) {
+    failed(err);
+    await ctx.loaded;
+    await Promise.race([app.close(), sleep(5_000)]);
+    throw err;
+  }
+});

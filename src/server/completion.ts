@@ -1,0 +1,142 @@
+import type { Engine } from '../engine/engine.ts';
+import { type SamplingParams, validateSamplingParams } from '../engine/sampling/params.ts';
+import { ApiError } from './errors.ts';
+
+/**
+ * A completion request as the HTTP route and the WebSocket receive it (after the JSON schema of
+ * routes/completions.ts), and its checked form. Checking happens here, once, for both adapters:
+ * the model name, the prompt forms, token ids, context length and the sampling parameters.
+ */
+
+type Maybe<T> = T | null | undefined;
+
+export interface CompletionBody {
+  model?: Maybe<string>;
+  prompt: string | string[] | number[] | number[][];
+  max_tokens?: Maybe<number>;
+  temperature?: Maybe<number>;
+  top_p?: Maybe<number>;
+  top_k?: Maybe<number>;
+  min_p?: Maybe<number>;
+  presence_penalty?: Maybe<number>;
+  frequency_penalty?: Maybe<number>;
+  repetition_penalty?: Maybe<number>;
+  stop?: Maybe<string | string[]>;
+  seed?: Maybe<number>;
+  n?: Maybe<number>;
+  logprobs?: Maybe<number>;
+  echo?: Maybe<boolean>;
+  stream?: Maybe<boolean>;
+  stream_options?: Maybe<{ include_usage?: Maybe<boolean> }>;
+  user?: Maybe<string>;
+  ignore_eos?: Maybe<boolean>;
+  best_of?: Maybe<number>;
+  suffix?: Maybe<string>;
+  logit_bias?: Maybe<Record<string, number>>;
+}
+
+export interface PromptInput {
+  ids: number[];
+  /** The prompt as text (decoded when it came as token ids), for `echo`. */
+  text: string;
+}
+
+export interface CompletionRequest {
+  prompts: PromptInput[];
+  /** Choices per prompt; choice index = prompt index · n + i. */
+  n: number;
+  params: SamplingParams;
+  echo: boolean;
+  stream: boolean;
+  includeUsage: boolean;
+}
+
+export interface ParseContext {
+  modelName: string;
+  maxChoices: number;
+}
+
+const bad = (message: string): never => {
+  throw new ApiError('TF_ERR_BAD_ARGS', message);
+};
+
+function isTokenIds(v: unknown): v is number[] {
+  return Array.isArray(v) && v.length > 0 && v.every((x) => typeof x === 'number');
+}
+
+function promptInputs(engine: Engine, prompt: CompletionBody['prompt']): PromptInput[] {
+  const tok = engine.tokenizer;
+  const fromText = (text: string): PromptInput => {
+    const ids = tok.encode(text);
+    if (ids.length > 0) return { ids, text };
+    // OpenAI: an empty prompt generates as if from the start of a new document.
+    const eos = engine.eosTokenId;
+    if (eos === null) return bad('the prompt is empty and the model has no end-of-text token to start from');
+    return { ids: [eos], text };
+  };
+  const fromIds = (ids: number[]): PromptInput => {
+    for (const id of ids) {
+      if (!Number.isSafeInteger(id) || id < 0 || id >= tok.vocabSize || tok.idToToken(id) === null)
+        bad(`prompt token id ${id} is not in the vocabulary (ids 0 to ${tok.vocabSize - 1})`);
+    }
+    return { ids, text: tok.decode(ids) };
+  };
+  if (typeof prompt === 'string') return [fromText(prompt)];
+  if (isTokenIds(prompt)) return [fromIds(prompt)];
+  if (!Array.isArray(prompt) || prompt.length === 0)
+    return bad('prompt must be a string, an array of strings, an array of token ids or an array of those');
+  return (prompt as unknown[]).map((p) => {
+    if (typeof p === 'string') return fromText(p);
+    if (isTokenIds(p)) return fromIds(p);
+    return bad('prompt arrays must hold only strings or only token-id arrays');
+  });
+}
+
+/** Checks a completion body against the served model; every failure is a 4xx ApiError. */
+export function parseCompletionRequest(
+  body: CompletionBody,
+  engine: Engine,
+  ctx: ParseContext,
+): CompletionRequest {
+  if (body.model && body.model !== ctx.modelName) {
+    throw new ApiError(
+      'TF_ERR_MODEL_NOT_FOUND',
+      `the model ${JSON.stringify(body.model)} does not exist; this server serves ${JSON.stringify(ctx.modelName)}`,
+    );
+  }
+  if (body.suffix) bad('suffix is not supported');
+  if (body.logit_bias && Object.keys(body.logit_bias).length > 0) bad('logit_bias is not supported');
+  const n = body.n ?? 1;
+  if (!(Number.isSafeInteger(n) && n >= 1)) bad(`n must be an integer ≥ 1, got ${n}`);
+  if (body.best_of != null && body.best_of !== n)
+    bad('best_of is not supported (leave it unset or equal to n)');
+
+  const params = validateSamplingParams(body);
+  const echo = body.echo ?? false;
+  if (echo && params.logprobs !== undefined)
+    bad('echo with logprobs is not supported: the server does not score prompt tokens');
+
+  const prompts = promptInputs(engine, body.prompt);
+  if (prompts.length * n > ctx.maxChoices)
+    bad(
+      `${prompts.length} prompt(s) × n=${n} asks for ${prompts.length * n} choices; the limit is ${ctx.maxChoices}`,
+    );
+  const context = engine.manifest.model.max_seq_len;
+  for (const [i, p] of prompts.entries()) {
+    if (p.ids.length >= context) {
+      const which = prompts.length > 1 ? `prompt ${i}` : 'the prompt';
+      throw new ApiError(
+        'TF_ERR_CONTEXT_LENGTH',
+        `${which} has ${p.ids.length} tokens; the model's context is ${context} tokens, which must hold the prompt and at least one generated token (prompts are not truncated)`,
+      );
+    }
+  }
+  return {
+    prompts,
+    n,
+    params,
+    echo,
+    stream: body.stream ?? false,
+    includeUsage: body.stream_options?.include_usage ?? false,
+  };
+}

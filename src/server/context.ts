@@ -1,0 +1,179 @@
+import type { FastifyBaseLogger } from 'fastify';
+import type { Engine } from '../engine/engine.ts';
+import { TokenFormerError } from '../util/errors.ts';
+import { ApiError } from './errors.ts';
+import type { ServerMetrics } from './metrics.ts';
+
+/** Bounds that keep one client from taking the server; all configurable through `buildApp`. */
+export interface ServerLimits {
+  /** Largest request body (413 beyond it). */
+  bodyLimitBytes: number;
+  /** Most choices (prompts × n) one completion request may ask for. */
+  maxChoices: number;
+  /** A completion running longer than this ends with TF_ERR_TIMEOUT; 0 = no limit. */
+  requestTimeoutMs: number;
+  /** Largest WebSocket message a client may send (the socket is closed with 1009 beyond it). */
+  wsMaxMessageBytes: number;
+  /** Completions one WebSocket may have in flight. */
+  wsMaxConcurrent: number;
+  /** A WebSocket stream stops reading from the engine while more than this is unsent. */
+  wsMaxBufferedBytes: number;
+  /** Ping period; a socket that has not answered the previous ping is closed. */
+  wsPingIntervalMs: number;
+}
+
+export const DEFAULT_LIMITS: ServerLimits = {
+  bodyLimitBytes: 1 << 20,
+  maxChoices: 16,
+  requestTimeoutMs: 0,
+  wsMaxMessageBytes: 1 << 20,
+  wsMaxConcurrent: 16,
+  wsMaxBufferedBytes: 1 << 20,
+  wsPingIntervalMs: 30_000,
+};
+
+export type ServerState = 'loading' | 'ready' | 'draining' | 'failed';
+
+/** One completion in flight: its abort signal (client gone, timeout, shutdown) and its end. */
+export interface Job {
+  readonly signal: AbortSignal;
+  /** performance.now() at acceptance. */
+  readonly started: number;
+  abort(reason: ApiError): void;
+  end(): void;
+}
+
+/**
+ * What the routes share: the engine (possibly still loading), the model's name and version, the
+ * limits, the metrics, and the completions in flight, so a shutdown can drain them.
+ */
+export class ServerContext {
+  state: ServerState = 'loading';
+  private current: Engine | undefined;
+  private version: string | undefined;
+  private readonly jobs = new Set<AbortController>();
+  private idleWaiters: (() => void)[] = [];
+  /** Settles once the engine is loaded or has failed to load. */
+  readonly loaded: Promise<void>;
+
+  constructor(
+    engine: Engine | Promise<Engine>,
+    readonly modelName: string,
+    modelVersion: string | undefined,
+    readonly limits: ServerLimits,
+    readonly metrics: ServerMetrics,
+    log: FastifyBaseLogger,
+  ) {
+    this.version = modelVersion;
+    this.loaded = Promise.resolve(engine).then(
+      (e) => this.attach(e),
+      (err: unknown) => {
+        if (this.state === 'loading') this.state = 'failed';
+        // A user error (bad directory, bad checkpoint) is one line; anything else keeps its stack.
+        if (err instanceof TokenFormerError)
+          log.error({ code: err.code }, `the model failed to load: ${err.message}`);
+        else log.error({ err }, 'the model failed to load');
+      },
+    );
+  }
+
+  private attach(engine: Engine): void {
+    this.current = engine;
+    this.version ??= engine.manifest.source.weights_sha256.slice(0, 12);
+    engine.on('admitted', (_id: number, queueMs: number) => this.metrics.queueWait.observe(queueMs / 1000));
+    this.metrics.watchEngine(() => engine.stats);
+    this.metrics.setModel(this.modelName, this.version);
+    if (this.state === 'loading') this.state = 'ready';
+  }
+
+  /** The engine, or undefined while loading. */
+  get engine(): Engine | undefined {
+    return this.current;
+  }
+
+  get modelVersion(): string {
+    return this.version ?? 'loading';
+  }
+
+  /** The engine for work that only reads it (tokenize): fine while draining. */
+  requireEngine(): Engine {
+    if (this.current) return this.current;
+    throw new ApiError(
+      'TF_ERR_NOT_READY',
+      this.state === 'failed' ? 'the model failed to load' : 'the model is still loading; retry shortly',
+    );
+  }
+
+  /** The engine for new generations: refused while loading or draining. */
+  acceptGeneration(): Engine {
+    if (this.state === 'draining')
+      throw new ApiError('TF_ERR_SHUTTING_DOWN', 'the server is shutting down; retry on another replica');
+    return this.requireEngine();
+  }
+
+  get inFlight(): number {
+    return this.jobs.size;
+  }
+
+  /** Starts tracking a completion; it is aborted at the per-request timeout, if one is set. */
+  startJob(): Job {
+    const ac = new AbortController();
+    this.jobs.add(ac);
+    const ms = this.limits.requestTimeoutMs;
+    const timer =
+      ms > 0
+        ? setTimeout(
+            () =>
+              ac.abort(new ApiError('TF_ERR_TIMEOUT', `the request ran past the server's ${ms} ms limit`)),
+            ms,
+          )
+        : undefined;
+    timer?.unref();
+    let ended = false;
+    return {
+      signal: ac.signal,
+      started: performance.now(),
+      abort: (reason) => {
+        if (!ac.signal.aborted) ac.abort(reason);
+      },
+      end: () => {
+        if (ended) return;
+        ended = true;
+        clearTimeout(timer);
+        this.jobs.delete(ac);
+        if (this.jobs.size === 0) {
+          for (const w of this.idleWaiters.splice(0)) w();
+        }
+      },
+    };
+  }
+
+  private idle(ms: number): Promise<boolean> {
+    if (this.jobs.size === 0) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => resolve(false), ms);
+      this.idleWaiters.push(() => {
+        clearTimeout(timer);
+        resolve(true);
+      });
+    });
+  }
+
+  /**
+   * Refuses new generations (/ready answers 503), waits up to `timeoutMs` for those in flight to
+   * finish, then aborts the rest. Resolves true when everything finished on its own.
+   */
+  async drain(timeoutMs: number): Promise<boolean> {
+    this.state = 'draining';
+    const clean = await this.idle(timeoutMs);
+    if (!clean) {
+      this.abortAll(new ApiError('TF_ERR_SHUTTING_DOWN', 'the server is shutting down'));
+      await this.idle(5_000);
+    }
+    return clean;
+  }
+
+  abortAll(reason: ApiError): void {
+    for (const ac of this.jobs) if (!ac.signal.aborted) ac.abort(reason);
+  }
+}

@@ -1,0 +1,121 @@
+import { TokenFormerError } from '../util/errors.ts';
+
+/**
+ * Every error the HTTP and WebSocket APIs can answer, by name: its HTTP status and its OpenAI
+ * error `type`. One table, so a code means the same status everywhere; `toApiError` maps any
+ * thrown value (ours, the engine's, fastify's) onto it, and nothing else shapes error bodies.
+ */
+export const API_ERRORS = {
+  /** Bad input: schema violations, bad sampling parameters, unknown token ids. */
+  TF_ERR_BAD_ARGS: { status: 400, type: 'invalid_request_error' },
+  /** The prompt does not fit the model's context (it is refused, never truncated). */
+  TF_ERR_CONTEXT_LENGTH: { status: 400, type: 'invalid_request_error' },
+  TF_ERR_NOT_FOUND: { status: 404, type: 'not_found_error' },
+  TF_ERR_MODEL_NOT_FOUND: { status: 404, type: 'not_found_error' },
+  TF_ERR_BODY_TOO_LARGE: { status: 413, type: 'invalid_request_error' },
+  TF_ERR_UNSUPPORTED_MEDIA_TYPE: { status: 415, type: 'invalid_request_error' },
+  /** The engine's waiting queue is full; answered with `Retry-After`. */
+  TF_ERR_QUEUE_FULL: { status: 429, type: 'rate_limit_error' },
+  /** A WebSocket connection has as many requests in flight as it may. */
+  TF_ERR_TOO_MANY_REQUESTS: { status: 429, type: 'rate_limit_error' },
+  /** nginx's convention: the client went away (counted in metrics, never sent). */
+  TF_ERR_CLIENT_CLOSED: { status: 499, type: 'client_closed' },
+  TF_ERR_CANCELLED: { status: 499, type: 'client_closed' },
+  TF_ERR_INTERNAL: { status: 500, type: 'server_error' },
+  /** The model is still loading. */
+  TF_ERR_NOT_READY: { status: 503, type: 'service_unavailable_error' },
+  /** The server is draining before it exits. */
+  TF_ERR_SHUTTING_DOWN: { status: 503, type: 'service_unavailable_error' },
+  /** The request ran past the server's per-request timeout. */
+  TF_ERR_TIMEOUT: { status: 504, type: 'timeout_error' },
+} as const satisfies Record<string, { status: number; type: string }>;
+
+export type ApiErrorCode = keyof typeof API_ERRORS;
+
+/** Seconds a client refused with 429 should wait; the queue turns over within about a second. */
+export const RETRY_AFTER_SECONDS = 1;
+
+export class ApiError extends Error {
+  readonly code: ApiErrorCode;
+  constructor(code: ApiErrorCode, message: string) {
+    super(message);
+    this.name = 'ApiError';
+    this.code = code;
+  }
+  get status(): number {
+    return API_ERRORS[this.code].status;
+  }
+}
+
+export interface ErrorBody {
+  error: { message: string; type: string; code: ApiErrorCode };
+}
+
+export interface MappedError {
+  status: number;
+  code: ApiErrorCode;
+  body: ErrorBody;
+  headers: Record<string, string>;
+  /** Server faults are logged with their stack; client faults are not. */
+  internal: boolean;
+}
+
+/** Engine codes that are the client's doing; every other engine failure is internal. */
+const ENGINE_CODES: Partial<Record<string, ApiErrorCode>> = {
+  TF_ERR_BAD_ARGS: 'TF_ERR_BAD_ARGS',
+  TF_ERR_CONTEXT_LENGTH: 'TF_ERR_CONTEXT_LENGTH',
+  TF_ERR_QUEUE_FULL: 'TF_ERR_QUEUE_FULL',
+  TF_ERR_NO_CAPACITY: 'TF_ERR_QUEUE_FULL',
+};
+
+interface FastifyLikeError {
+  code?: unknown;
+  statusCode?: unknown;
+  validation?: unknown;
+  message?: unknown;
+}
+
+function classify(err: unknown, bodyLimit: number): { code: ApiErrorCode; message: string } {
+  if (err instanceof ApiError) return { code: err.code, message: err.message };
+  if (err instanceof TokenFormerError) {
+    const code = ENGINE_CODES[err.code];
+    if (code) return { code, message: err.message };
+    return { code: 'TF_ERR_INTERNAL', message: 'internal error' };
+  }
+  const e = (typeof err === 'object' && err !== null ? err : {}) as FastifyLikeError;
+  if (e.validation) return { code: 'TF_ERR_BAD_ARGS', message: String(e.message) };
+  switch (e.code) {
+    case 'FST_ERR_CTP_BODY_TOO_LARGE':
+      return {
+        code: 'TF_ERR_BODY_TOO_LARGE',
+        message: `the request body is larger than the server's limit of ${bodyLimit} bytes`,
+      };
+    case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
+      return { code: 'TF_ERR_UNSUPPORTED_MEDIA_TYPE', message: 'send the request body as application/json' };
+    case 'FST_ERR_CTP_EMPTY_JSON_BODY':
+    case 'FST_ERR_CTP_INVALID_JSON_BODY':
+      return { code: 'TF_ERR_BAD_ARGS', message: 'the request body is not valid JSON' };
+  }
+  // Other client errors fastify raises (bad headers, bad URL, …) carry a 4xx and a safe message.
+  if (typeof e.statusCode === 'number' && e.statusCode >= 400 && e.statusCode < 500 && e.code) {
+    return { code: 'TF_ERR_BAD_ARGS', message: String(e.message) };
+  }
+  return { code: 'TF_ERR_INTERNAL', message: 'internal error' };
+}
+
+/**
+ * Maps any thrown value to its status and OpenAI-shaped body. Internal errors get a generic
+ * message naming the request id, so no stack, path or engine detail reaches the client.
+ */
+export function toApiError(err: unknown, opts: { requestId?: string; bodyLimit?: number } = {}): MappedError {
+  const { code, message } = classify(err, opts.bodyLimit ?? 0);
+  const { status, type } = API_ERRORS[code];
+  const internal = code === 'TF_ERR_INTERNAL';
+  const text =
+    internal && opts.requestId
+      ? `internal error; the server log has details (request id ${opts.requestId})`
+      : message;
+  const headers: Record<string, string> = {};
+  if (status === 429) headers['retry-after'] = String(RETRY_AFTER_SECONDS);
+  return { status, code, body: { error: { message: text, type, code } }, headers, internal };
+}

@@ -1,0 +1,115 @@
+import type { Engine, GenerationEvent } from '../engine/engine.ts';
+import type { FinishReason } from '../engine/protocol.ts';
+import type { CompletionRequest } from './completion.ts';
+import type { Job } from './context.ts';
+import { ApiError } from './errors.ts';
+import { LogprobsBuilder } from './logprobs.ts';
+import type { ServerMetrics } from './metrics.ts';
+import { type CompletionLogprobs, type Usage, usage } from './openai.ts';
+
+/**
+ * The one completion stream that the JSON response, SSE and WebSocket adapt (web-llm style):
+ * every choice of a request is an engine generation; their deltas are merged into one
+ * AsyncIterable of per-choice events, ending with the usage. Requests are admitted all or
+ * nothing: the first `next()` waits until every choice has produced its first event, so a full
+ * queue or an over-long prompt fails the request before an adapter commits to a status code.
+ */
+
+export type CompletionEvent =
+  /** Text for choice `index`; `tokens` is how many generated tokens it covers (0 for echo). */
+  | { type: 'text'; index: number; text: string; tokens: number; logprobs: CompletionLogprobs | null }
+  | { type: 'finish'; index: number; finishReason: FinishReason }
+  /** Always the last event. */
+  | { type: 'usage'; usage: Usage };
+
+type Step = { k: number; r: IteratorResult<GenerationEvent> } | { k: number; err: unknown };
+
+export async function* runCompletion(
+  engine: Engine,
+  req: CompletionRequest,
+  job: Job,
+  metrics: ServerMetrics,
+): AsyncGenerator<CompletionEvent, void, undefined> {
+  const choices = req.prompts.flatMap((prompt, p) =>
+    Array.from({ length: req.n }, (_, i) => ({
+      index: p * req.n + i,
+      prompt,
+      // A seeded request with n > 1 must not give n identical samples.
+      params:
+        req.params.seed === undefined || i === 0 ? req.params : { ...req.params, seed: req.params.seed + i },
+    })),
+  );
+  const iters: AsyncIterator<GenerationEvent>[] = [];
+  const finished = new Set<number>();
+  // Ends the choices still running when this stream stops early. (The engine's iterators may be
+  // async generators, whose return() waits for their next event; an abort does not wait.)
+  const local = new AbortController();
+  const signal = AbortSignal.any([job.signal, local.signal]);
+  let accepted = false;
+  try {
+    for (const c of choices)
+      iters.push(engine.generate(c.prompt.ids, c.params, signal)[Symbol.asyncIterator]());
+    const next = (k: number): Promise<Step> =>
+      iters[k]!.next().then(
+        (r) => ({ k, r }),
+        (err: unknown) => ({ k, err }),
+      );
+
+    const firsts = await Promise.all(iters.map((_, k) => next(k)));
+    for (const s of firsts) if ('err' in s) throw s.err;
+    if (job.signal.aborted) throw job.signal.reason;
+    accepted = true;
+    for (const c of choices) metrics.promptTokens.inc(c.prompt.ids.length);
+
+    if (req.echo) {
+      for (const c of choices)
+        yield { type: 'text', index: c.index, text: c.prompt.text, tokens: 0, logprobs: null };
+    }
+    const logprobs = choices.map((c) =>
+      req.params.logprobs === undefined
+        ? null
+        : new LogprobsBuilder(engine.tokenizer, req.echo ? c.prompt.text.length : 0),
+    );
+    const lastToken: (number | undefined)[] = choices.map(() => undefined);
+    let completionTokens = 0;
+    const pending = new Map<number, Promise<Step>>(firsts.map((s) => [s.k, Promise.resolve(s)]));
+    while (pending.size > 0) {
+      const s = await Promise.race(pending.values());
+      pending.delete(s.k);
+      if ('err' in s) throw s.err;
+      if (s.r.done) continue; // aborted: the signal's reason is thrown below
+      const e = s.r.value;
+      const index = choices[s.k]!.index;
+      if (e.type === 'done') {
+        finished.add(s.k);
+        completionTokens += e.completionTokens;
+        yield { type: 'finish', index, finishReason: e.finishReason };
+        continue;
+      }
+      pending.set(s.k, next(s.k));
+      const k = e.tokens.length;
+      if (k > 0) {
+        const now = performance.now();
+        const last = lastToken[s.k];
+        if (last === undefined) metrics.timeToFirstToken.observe((now - job.started) / 1000);
+        else for (let i = 0; i < k; i++) metrics.interTokenLatency.observe((now - last) / 1000 / k);
+        lastToken[s.k] = now;
+        metrics.generationTokens.inc(k);
+      }
+      const lp = logprobs[s.k]?.add(e.tokens) ?? null;
+      // Text held back (a partial character, a possible stop string) gives empty deltas; they
+      // still carry token counts, which adapters skip sending when there is nothing to show.
+      if (e.text || lp || k > 0) yield { type: 'text', index, text: e.text, tokens: k, logprobs: lp };
+    }
+    if (finished.size < choices.length) {
+      throw job.signal.reason ?? new ApiError('TF_ERR_INTERNAL', 'a generation ended without finishing');
+    }
+    const promptTokens = req.prompts.reduce((sum, p) => sum + p.ids.length, 0);
+    yield { type: 'usage', usage: usage(promptTokens, completionTokens) };
+  } finally {
+    // Stopped early (error, client gone, consumer broke off): free every sequence still running.
+    if (finished.size < choices.length) local.abort();
+    for (const [k, it] of iters.entries()) if (!finished.has(k)) it.return?.().catch(() => {});
+    if (accepted) metrics.requestDuration.observe((performance.now() - job.started) / 1000);
+  }
+}

@@ -1,0 +1,138 @@
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import type { EngineStats } from '../engine/protocol.ts';
+
+/**
+ * The server's Prometheus metrics (names fixed by DESIGN.md §5), in a registry of their own so
+ * that two apps in one process (tests) never share counters. Engine gauges are read from the
+ * engine's latest stats at scrape time, so they cannot drift from it.
+ */
+
+const LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
+const TOKEN_GAP_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5];
+const DURATION_BUCKETS = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300];
+
+export class ServerMetrics {
+  readonly registry = new Registry();
+  private stats: () => EngineStats | undefined = () => undefined;
+  private readonly info: Gauge<'model' | 'version'>;
+
+  readonly requests: Counter<'route' | 'status'>;
+  readonly promptTokens: Counter;
+  readonly generationTokens: Counter;
+  readonly timeToFirstToken: Histogram;
+  readonly interTokenLatency: Histogram;
+  readonly requestDuration: Histogram;
+  readonly queueWait: Histogram;
+  readonly swaps: Counter<'result'>;
+  readonly swapDuration: Histogram;
+  readonly streamsMigrated: Counter;
+
+  constructor() {
+    const registers = [this.registry];
+    collectDefaultMetrics({ register: this.registry, prefix: 'tokenformer_' });
+    // promtool rejects gauges named *_total; the same counts remain, labelled by type, in
+    // tokenformer_nodejs_active_{handles,requests,resources}.
+    for (const kind of ['handles', 'requests', 'resources'])
+      this.registry.removeSingleMetric(`tokenformer_nodejs_active_${kind}_total`);
+    this.requests = new Counter({
+      name: 'tokenformer_requests_total',
+      help: 'HTTP requests by route and status (WebSocket completions count under /v1/stream; 499: client went away)',
+      labelNames: ['route', 'status'],
+      registers,
+    });
+    this.promptTokens = new Counter({
+      name: 'tokenformer_prompt_tokens_total',
+      help: 'Prompt tokens of accepted completions (per choice: each choice prefills its prompt)',
+      registers,
+    });
+    this.generationTokens = new Counter({
+      name: 'tokenformer_generation_tokens_total',
+      help: 'Generated tokens streamed to clients',
+      registers,
+    });
+    this.timeToFirstToken = new Histogram({
+      name: 'tokenformer_time_to_first_token_seconds',
+      help: 'From the request being accepted to the first generated token of each choice',
+      buckets: LATENCY_BUCKETS,
+      registers,
+    });
+    this.interTokenLatency = new Histogram({
+      name: 'tokenformer_inter_token_latency_seconds',
+      help: 'Time between successive generated tokens of one choice',
+      buckets: TOKEN_GAP_BUCKETS,
+      registers,
+    });
+    this.requestDuration = new Histogram({
+      name: 'tokenformer_request_duration_seconds',
+      help: 'Completion requests from acceptance to their end (finished, failed or cancelled)',
+      buckets: DURATION_BUCKETS,
+      registers,
+    });
+    this.queueWait = new Histogram({
+      name: 'tokenformer_queue_wait_seconds',
+      help: 'Time sequences waited in the engine queue for a KV-cache slot',
+      buckets: LATENCY_BUCKETS,
+      registers,
+    });
+    const current = () => this.stats();
+    const gauge = (name: string, help: string, read: (s: EngineStats) => number) =>
+      new Gauge({
+        name,
+        help,
+        registers,
+        collect(this: Gauge) {
+          const s = current();
+          this.set(s ? read(s) : 0);
+        },
+      });
+    gauge(
+      'tokenformer_requests_running',
+      'Sequences decoding in the engine (holding a KV-cache slot)',
+      (s) => s.running,
+    );
+    gauge('tokenformer_requests_waiting', 'Sequences waiting in the engine queue', (s) => s.waiting);
+    gauge('tokenformer_kv_cache_usage_ratio', 'Fraction of the KV cache in use (0 to 1)', (s) => s.kvUsage);
+    this.info = new Gauge({
+      name: 'tokenformer_model_info',
+      help: 'The served model (value 1; labels name it)',
+      labelNames: ['model', 'version'],
+      registers,
+    });
+    this.swaps = new Counter({
+      name: 'tokenformer_model_swaps_total',
+      help: 'Model hot swaps by result',
+      labelNames: ['result'],
+      registers,
+    });
+    this.swapDuration = new Histogram({
+      name: 'tokenformer_model_swap_duration_seconds',
+      help: 'Duration of model hot swaps',
+      buckets: [0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120],
+      registers,
+    });
+    this.streamsMigrated = new Counter({
+      name: 'tokenformer_streams_migrated_total',
+      help: 'Open streams moved to a new model during hot swaps',
+      registers,
+    });
+  }
+
+  /** Reads engine gauges from `stats` from now on (undefined while no model is loaded). */
+  watchEngine(stats: () => EngineStats | undefined): void {
+    this.stats = stats;
+  }
+
+  /** Names the served model; a previous name/version pair is dropped. */
+  setModel(model: string, version: string): void {
+    this.info.reset();
+    this.info.set({ model, version }, 1);
+  }
+
+  async text(): Promise<string> {
+    return this.registry.metrics();
+  }
+
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+}

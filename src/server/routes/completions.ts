@@ -1,0 +1,191 @@
+import { randomUUID } from 'node:crypto';
+import type { ServerResponse } from 'node:http';
+import type { FastifyBaseLogger, FastifyPluginAsync } from 'fastify';
+import { type CompletionBody, parseCompletionRequest } from '../completion.ts';
+import type { ServerContext } from '../context.ts';
+import { ApiError, toApiError } from '../errors.ts';
+import { type CompletionEvent, runCompletion } from '../generate.ts';
+import {
+  type CompletionChoice,
+  type CompletionLogprobs,
+  type CompletionMeta,
+  completionChunk,
+  completionResponse,
+  mergeLogprobs,
+  type Usage,
+} from '../openai.ts';
+import { onResponseClose } from '../response.ts';
+import { SSE_DONE, SSE_HEADERS, sseJson } from '../sse.ts';
+
+const tokenIds = { type: 'array', minItems: 1, items: { type: 'integer', minimum: 0 } } as const;
+const optional = (type: string) => ({ type: [type, 'null'] }) as const;
+
+/**
+ * POST /v1/completions, the OpenAI Completions API: types are checked here by fastify (400 on a
+ * mismatch), values and ranges by parseCompletionRequest. Unknown fields are ignored, as OpenAI
+ * clients send fields that no server uses. The WebSocket route validates its messages with it too.
+ */
+export const completionsBodySchema = {
+  type: 'object',
+  required: ['prompt'],
+  properties: {
+    model: optional('string'),
+    prompt: {
+      anyOf: [
+        { type: 'string' },
+        { type: 'array', minItems: 1, items: { type: 'string' } },
+        tokenIds,
+        { type: 'array', minItems: 1, items: tokenIds },
+      ],
+    },
+    max_tokens: { type: ['integer', 'null'], minimum: 1 },
+    temperature: optional('number'),
+    top_p: optional('number'),
+    top_k: optional('integer'),
+    min_p: optional('number'),
+    presence_penalty: optional('number'),
+    frequency_penalty: optional('number'),
+    repetition_penalty: optional('number'),
+    stop: { anyOf: [{ type: 'string' }, { type: 'array', items: { type: 'string' } }, { type: 'null' }] },
+    seed: optional('integer'),
+    n: { type: ['integer', 'null'], minimum: 1 },
+    logprobs: { type: ['integer', 'null'], minimum: 0 },
+    echo: optional('boolean'),
+    stream: optional('boolean'),
+    stream_options: {
+      type: ['object', 'null'],
+      properties: { include_usage: optional('boolean') },
+    },
+    user: optional('string'),
+    ignore_eos: optional('boolean'),
+    best_of: optional('integer'),
+    suffix: optional('string'),
+    logit_bias: optional('object'),
+  },
+} as const;
+
+type Events = AsyncGenerator<CompletionEvent, void, undefined>;
+
+export const completionsRoute: FastifyPluginAsync<{ ctx: ServerContext }> = async (app, { ctx }) => {
+  app.post<{ Body: CompletionBody }>(
+    '/v1/completions',
+    { schema: { body: completionsBodySchema } },
+    async (request, reply) => {
+      const engine = ctx.acceptGeneration();
+      const req = parseCompletionRequest(request.body, engine, {
+        modelName: ctx.modelName,
+        maxChoices: ctx.limits.maxChoices,
+      });
+      const job = ctx.startJob();
+      // A client that goes away cancels its generations (and frees their KV-cache slots).
+      const unwatch = onResponseClose(reply.raw, (finished) => {
+        if (!finished) job.abort(new ApiError('TF_ERR_CLIENT_CLOSED', 'the client closed the connection'));
+      });
+      const meta: CompletionMeta = {
+        id: `cmpl-${randomUUID().replaceAll('-', '')}`,
+        created: Math.floor(Date.now() / 1000),
+        model: ctx.modelName,
+        system_fingerprint: ctx.modelVersion,
+      };
+      const events = runCompletion(engine, req, job, ctx.metrics);
+      try {
+        // Admission: a full queue or a refused prompt still gets its own HTTP status.
+        const first = await events.next();
+        if (!req.stream) return await collect(first, events, meta, req.prompts.length * req.n);
+        reply.hijack();
+        await streamSse(reply.raw, request.id, request.log, first, events, meta, req.includeUsage);
+        return reply;
+      } catch (err) {
+        if (err instanceof ApiError && err.code === 'TF_ERR_CLIENT_CLOSED') {
+          reply.hijack(); // nobody to answer
+          return reply;
+        }
+        throw err;
+      } finally {
+        unwatch();
+        job.end();
+      }
+    },
+  );
+};
+
+async function collect(
+  first: IteratorResult<CompletionEvent>,
+  events: Events,
+  meta: CompletionMeta,
+  count: number,
+) {
+  const choices: CompletionChoice[] = Array.from({ length: count }, (_, index) => ({
+    index,
+    text: '',
+    logprobs: null,
+    finish_reason: null,
+  }));
+  const logprobs: CompletionLogprobs[][] = choices.map(() => []);
+  let total: Usage | undefined;
+  for (let r = first; !r.done; r = await events.next()) {
+    const e = r.value;
+    if (e.type === 'text') {
+      choices[e.index]!.text += e.text;
+      if (e.logprobs) logprobs[e.index]!.push(e.logprobs);
+    } else if (e.type === 'finish') choices[e.index]!.finish_reason = e.finishReason;
+    else total = e.usage;
+  }
+  for (const c of choices) if (logprobs[c.index]!.length > 0) c.logprobs = mergeLogprobs(logprobs[c.index]!);
+  return completionResponse(meta, choices, total!);
+}
+
+/** Waits until `res` can take more, or is closed. */
+function drained(res: ServerResponse): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      res.off('drain', done).off('close', done);
+      resolve();
+    };
+    res.once('drain', done).once('close', done);
+  });
+}
+
+/**
+ * The SSE adapter: one OpenAI chunk per event, `data: [DONE]` at the end. An error after the
+ * headers (timeout, shutdown, engine failure) is sent as a `data: {"error": …}` event, which
+ * OpenAI clients raise, and the stream ends without [DONE].
+ */
+async function streamSse(
+  res: ServerResponse,
+  requestId: string,
+  log: FastifyBaseLogger,
+  first: IteratorResult<CompletionEvent>,
+  events: Events,
+  meta: CompletionMeta,
+  includeUsage: boolean,
+): Promise<void> {
+  res.writeHead(200, { ...SSE_HEADERS, 'x-request-id': requestId });
+  const usageField = includeUsage ? null : undefined;
+  const write = async (s: string) => {
+    if (res.destroyed) throw new ApiError('TF_ERR_CLIENT_CLOSED', 'the client closed the connection');
+    if (!res.write(s)) await drained(res);
+  };
+  const choice = (e: Exclude<CompletionEvent, { type: 'usage' }>): CompletionChoice =>
+    e.type === 'text'
+      ? { index: e.index, text: e.text, logprobs: e.logprobs, finish_reason: null }
+      : { index: e.index, text: '', logprobs: null, finish_reason: e.finishReason };
+  try {
+    for (let r = first; !r.done; r = await events.next()) {
+      const e = r.value;
+      if (e.type === 'text' && e.text === '' && !e.logprobs) continue;
+      if (e.type !== 'usage') await write(sseJson(completionChunk(meta, [choice(e)], usageField)));
+      else if (includeUsage) await write(sseJson(completionChunk(meta, [], e.usage)));
+    }
+    await write(SSE_DONE);
+  } catch (err) {
+    if (err instanceof ApiError && err.code === 'TF_ERR_CLIENT_CLOSED') return;
+    const mapped = toApiError(err, { requestId });
+    if (mapped.internal) log.error({ err }, 'stream failed');
+    else log.info({ code: mapped.code }, 'stream ended with an error');
+    if (!res.destroyed) res.write(sseJson(mapped.body));
+  } finally {
+    void events.return();
+    res.end();
+  }
+}

@@ -1,0 +1,22 @@
+import type { FastifyPluginAsync } from 'fastify';
+import type { ServerContext } from '../context.ts';
+import { ApiError } from '../errors.ts';
+
+/**
+ * GET /health: the process is alive (liveness; 200 even while loading or draining).
+ * GET /ready: the server takes completions (readiness; 503 while loading, draining or failed).
+ */
+export const healthRoute: FastifyPluginAsync<{ ctx: ServerContext }> = async (app, { ctx }) => {
+  app.get('/health', async () => ({ status: 'ok', state: ctx.state }));
+  app.get('/ready', async () => {
+    if (ctx.state === 'draining') throw new ApiError('TF_ERR_SHUTTING_DOWN', 'the server is shutting down');
+    const engine = ctx.requireEngine();
+    return {
+      status: 'ready',
+      model: ctx.modelName,
+      version: ctx.modelVersion,
+      device: engine.device,
+      ...(engine.fallbackReason ? { fallback_reason: engine.fallbackReason } : {}),
+    };
+  });
+};

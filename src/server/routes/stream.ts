@@ -1,0 +1,30 @@
+import type { FastifyPluginAsync } from 'fastify';
+import type { ServerContext } from '../context.ts';
+import { ApiError } from '../errors.ts';
+import { formatSchemaErrors, type SchemaError } from '../schema-errors.ts';
+import { type Validate, WsConnection } from '../ws-connection.ts';
+import type { WsSocket } from '../ws-send.ts';
+import { completionsBodySchema } from './completions.ts';
+
+/** GET /v1/stream: completions over a WebSocket (messages in ../PROTOCOL.md). */
+export const streamRoute: FastifyPluginAsync<{ ctx: ServerContext }> = async (app, { ctx }) => {
+  app.route({
+    method: 'GET',
+    url: '/v1/stream',
+    handler: async () => {
+      throw new ApiError(
+        'TF_ERR_BAD_ARGS',
+        'GET /v1/stream is a WebSocket endpoint: connect with an upgrade',
+      );
+    },
+    wsHandler: (socket, request) => {
+      // The same schema (and compiler) as POST /v1/completions checks completion.create messages.
+      const check = request.compileValidationSchema(completionsBodySchema);
+      const validate: Validate = (msg) => {
+        if (check(msg)) return null;
+        return formatSchemaErrors((check.errors ?? []) as SchemaError[], 'message');
+      };
+      new WsConnection(socket as WsSocket, ctx, validate, request.log);
+    },
+  });
+};

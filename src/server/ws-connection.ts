@@ -1,0 +1,218 @@
+import type { FastifyBaseLogger } from 'fastify';
+import type { FinishReason } from '../engine/protocol.ts';
+import { type CompletionBody, parseCompletionRequest } from './completion.ts';
+import type { Job, ServerContext } from './context.ts';
+import { ApiError, toApiError } from './errors.ts';
+import { runCompletion } from './generate.ts';
+import { usage } from './openai.ts';
+import { sendWithBackpressure, type WsSocket } from './ws-send.ts';
+
+/**
+ * One WebSocket connection of GET /v1/stream: many completions multiplexed by the client's `id`
+ * (protocol in PROTOCOL.md). It is a thin adapter over the same completion stream as SSE; it only
+ * adds ids, per-connection limits, cancellation by message, backpressure and keep-alive pings.
+ */
+
+/** Checks a `completion.create` message against the completions body schema. */
+export type Validate = (msg: unknown) => string | null;
+
+const MAX_ID_LENGTH = 200;
+const ROUTE = '/v1/stream';
+
+export class WsConnection {
+  private readonly active = new Map<string, Job>();
+  private alive = true;
+  private readonly pinger: NodeJS.Timeout;
+
+  constructor(
+    private readonly socket: WsSocket,
+    private readonly ctx: ServerContext,
+    private readonly validate: Validate,
+    private readonly log: FastifyBaseLogger,
+  ) {
+    socket.on('message', (data, isBinary) => this.onMessage(data, isBinary));
+    socket.on('pong', () => {
+      this.alive = true;
+    });
+    socket.on('close', () => this.onClose());
+    this.pinger = setInterval(() => this.heartbeat(), ctx.limits.wsPingIntervalMs);
+    this.pinger.unref();
+  }
+
+  private send(msg: object): Promise<void> {
+    return sendWithBackpressure(this.socket, JSON.stringify(msg), this.ctx.limits.wsMaxBufferedBytes);
+  }
+
+  private sendError(id: string | undefined, err: unknown): void {
+    const mapped = toApiError(err);
+    if (mapped.internal) this.log.error({ err, id }, 'websocket request failed');
+    const { message, code } = mapped.body.error;
+    this.send({
+      type: 'error',
+      ...(id === undefined ? {} : { id }),
+      message,
+      code,
+      status: mapped.status,
+    }).catch(
+      () => {}, // the socket is gone; nobody to tell
+    );
+  }
+
+  private onMessage(data: Buffer | ArrayBuffer | Buffer[], isBinary: boolean): void {
+    const refused = this.dispatch(data, isBinary);
+    if (refused) this.sendError(refused.id, refused.error);
+  }
+
+  /** Acts on one client message; returns what to refuse, if anything. */
+  private dispatch(
+    data: Buffer | ArrayBuffer | Buffer[],
+    isBinary: boolean,
+  ): { id?: string; error: ApiError } | undefined {
+    const bad = (message: string, id?: string) => ({ id, error: new ApiError('TF_ERR_BAD_ARGS', message) });
+    if (isBinary) return bad('send JSON text messages');
+    let msg: unknown;
+    try {
+      const text = Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data as ArrayBuffer);
+      msg = JSON.parse(text.toString('utf8'));
+    } catch {
+      return bad('the message is not valid JSON');
+    }
+    if (typeof msg !== 'object' || msg === null || Array.isArray(msg))
+      return bad('a message must be a JSON object');
+    const m = msg as Record<string, unknown>;
+    const rawId = m.id;
+    const id =
+      (typeof rawId === 'string' && rawId.length > 0 && rawId.length <= MAX_ID_LENGTH) ||
+      (typeof rawId === 'number' && Number.isFinite(rawId))
+        ? String(rawId)
+        : undefined;
+    switch (m.type) {
+      case 'completion.create':
+        if (id === undefined)
+          return bad(
+            `completion.create needs an "id" (a string of 1 to ${MAX_ID_LENGTH} characters or a number)`,
+          );
+        void this.create(id, m);
+        return undefined;
+      case 'completion.cancel': {
+        const job = id === undefined ? undefined : this.active.get(id);
+        if (!job)
+          return {
+            id,
+            error: new ApiError('TF_ERR_NOT_FOUND', `no request ${JSON.stringify(rawId)} is in flight`),
+          };
+        job.abort(new ApiError('TF_ERR_CANCELLED', 'cancelled by the client'));
+        return undefined;
+      }
+      case 'ping':
+        this.send({ type: 'pong', ...(id === undefined ? {} : { id }) }).catch(() => {});
+        return undefined;
+      default:
+        return bad(
+          `unknown message type ${JSON.stringify(m.type)}; expected completion.create or completion.cancel`,
+          id,
+        );
+    }
+  }
+
+  private async create(id: string, msg: Record<string, unknown>): Promise<void> {
+    if (this.active.has(id)) {
+      this.sendError(
+        id,
+        new ApiError('TF_ERR_BAD_ARGS', `request ${JSON.stringify(id)} is already in flight on this socket`),
+      );
+      return;
+    }
+    if (this.active.size >= this.ctx.limits.wsMaxConcurrent) {
+      this.count(429);
+      this.sendError(
+        id,
+        new ApiError(
+          'TF_ERR_TOO_MANY_REQUESTS',
+          `this socket already has ${this.active.size} requests in flight (the limit)`,
+        ),
+      );
+      return;
+    }
+    let job: Job | undefined;
+    let status = 200;
+    const finishes: (FinishReason | null)[] = [];
+    let completionTokens = 0;
+    let promptTokens = 0;
+    try {
+      const problem = this.validate(msg);
+      if (problem) throw new ApiError('TF_ERR_BAD_ARGS', problem);
+      const engine = this.ctx.acceptGeneration();
+      const req = parseCompletionRequest(msg as unknown as CompletionBody, engine, {
+        modelName: this.ctx.modelName,
+        maxChoices: this.ctx.limits.maxChoices,
+      });
+      promptTokens = req.prompts.reduce((s, p) => s + p.ids.length, 0);
+      finishes.push(...Array.from({ length: req.prompts.length * req.n }, () => null));
+      job = this.ctx.startJob();
+      this.active.set(id, job);
+      for await (const e of runCompletion(engine, req, job, this.ctx.metrics)) {
+        if (e.type === 'text') {
+          completionTokens += e.tokens;
+          if (e.text === '' && !e.logprobs) continue;
+          await this.send({
+            type: 'completion.delta',
+            id,
+            index: e.index,
+            text: e.text,
+            ...(e.logprobs ? { logprobs: e.logprobs } : {}),
+          });
+        } else if (e.type === 'finish') finishes[e.index] = e.finishReason;
+        else await this.send(this.done(id, e.usage, finishes));
+      }
+    } catch (err) {
+      const mapped = toApiError(err);
+      status = mapped.status;
+      if (mapped.code === 'TF_ERR_CANCELLED') {
+        const partial = usage(promptTokens, completionTokens);
+        await this.send(this.done(id, partial, finishes, 'cancelled')).catch(() => {});
+      } else if (mapped.code !== 'TF_ERR_CLIENT_CLOSED') this.sendError(id, err);
+    } finally {
+      if (job) {
+        job.end();
+        this.active.delete(id);
+      }
+      this.count(status);
+    }
+  }
+
+  private done(
+    id: string,
+    u: ReturnType<typeof usage>,
+    finishes: (FinishReason | null)[],
+    override?: 'cancelled',
+  ): object {
+    return {
+      type: 'completion.done',
+      id,
+      usage: u,
+      finish_reason: finishes[0] ?? override ?? null,
+      choices: finishes.map((f, index) => ({ index, finish_reason: f ?? override ?? null })),
+    };
+  }
+
+  private count(status: number): void {
+    this.ctx.metrics.requests.inc({ route: ROUTE, status: String(status) });
+  }
+
+  private heartbeat(): void {
+    if (!this.alive) {
+      this.log.info('websocket missed a pong; closing it');
+      this.socket.terminate();
+      return;
+    }
+    this.alive = false;
+    this.socket.ping();
+  }
+
+  private onClose(): void {
+    clearInterval(this.pinger);
+    for (const job of this.active.values())
+      job.abort(new ApiError('TF_ERR_CLIENT_CLOSED', 'the WebSocket closed'));
+  }
+}
