@@ -1,7 +1,7 @@
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join, relative, resolve } from 'node:path';
 import { fail } from '../util/errors.ts';
-import { Rng } from '../util/rng.ts';
+import { fillNormal, Rng } from '../util/rng.ts';
 import { SafeTensorsFile } from '../util/safetensors.ts';
 import {
   type Checkpoint,
@@ -17,6 +17,7 @@ import {
   weightsChecksum,
 } from './checkpoint.ts';
 import { defaultTau, PATTENTION_KINDS, type PattentionKind, type TokenFormerConfig } from './config.ts';
+import { KEY_INIT_STD, valueInitStd } from './init.ts';
 import { type AdamMoments, readAdamMoments, writeAdamMoments } from './optimizer-state.ts';
 import { paramCount, paramSpecs, pattentionSites } from './params.ts';
 
@@ -59,12 +60,6 @@ export interface GrowResult {
   options: GrowOptions;
   from: TokenCounts;
   to: TokenCounts;
-}
-
-/** Official init scales (src/model/init.ts, DESIGN.md §2). */
-export const KEY_INIT_STD = 0.02;
-export function valueInitStd(cfg: TokenFormerConfig): number {
-  return 2 / (cfg.num_layers * Math.sqrt(cfg.hidden_size));
 }
 
 function counts(cfg: TokenFormerConfig): TokenCounts {
@@ -130,17 +125,6 @@ export function planGrowth(
     );
   }
   return { from, to };
-}
-
-/** Fills `out` with N(0, std²) (Box–Muller, as src/model/init.ts draws). */
-function fillNormal(rng: Rng, out: Float32Array, std: number): void {
-  for (let i = 0; i < out.length; i += 2) {
-    const u = 1 - rng.nextFloat();
-    const r = Math.sqrt(-2 * Math.log(u)) * std;
-    const a = 2 * Math.PI * rng.nextFloat();
-    out[i] = r * Math.cos(a);
-    if (i + 1 < out.length) out[i + 1] = r * Math.sin(a);
-  }
 }
 
 /** A copy of `old` with `rows` more rows of `width` appended, filled by `fill` (zeros if none). */

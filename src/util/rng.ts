@@ -65,3 +65,15 @@ export function randomSeed(): number {
   const w = getRandomValues(new Uint32Array(2));
   return (w[0]! & 0x1fffff) * 4294967296 + w[1]!;
 }
+
+/** Fills `out` with N(0, std²) draws from `rng` (Box–Muller: two normals per two uniforms). */
+export function fillNormal(rng: Rng, out: Float32Array, std: number): Float32Array {
+  for (let i = 0; i < out.length; i += 2) {
+    const u = 1 - rng.nextFloat();
+    const r = Math.sqrt(-2 * Math.log(u)) * std;
+    const a = 2 * Math.PI * rng.nextFloat();
+    out[i] = r * Math.cos(a);
+    if (i + 1 < out.length) out[i + 1] = r * Math.sin(a);
+  }
+  return out;
+}

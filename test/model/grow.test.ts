@@ -7,12 +7,8 @@ import { exportCheckpoint } from '../../src/export/export.ts';
 import { stateName } from '../../src/export/training-step.ts';
 import { loadCheckpoint, readCheckpointMeta, weightsChecksum } from '../../src/model/checkpoint.ts';
 import { PATTENTION_KINDS } from '../../src/model/config.ts';
-import {
-  type GrowDirectoryOptions,
-  growCheckpoint,
-  growDirectory,
-  valueInitStd,
-} from '../../src/model/grow.ts';
+import { type GrowDirectoryOptions, growCheckpoint, growDirectory } from '../../src/model/grow.ts';
+import { valueInitStd } from '../../src/model/init.ts';
 import { importOfficial } from '../../src/model/official/import.ts';
 import { OPTIMIZER_FILE, readAdamMoments } from '../../src/model/optimizer-state.ts';
 import { paramSpecs, pattentionSites } from '../../src/model/params.ts';
