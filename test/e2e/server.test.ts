@@ -11,7 +11,6 @@ import {
   chromiumEvaluate,
   chromiumPath,
   openWs,
-  ROOT,
   readSse,
   ServerProcess,
   until,
