@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
-import { Engine } from '../src/engine/engine.ts';
-import { resolveExportDir } from '../src/engine/model-dir.ts';
+import type { Engine } from '../src/engine/engine.ts';
+import { ModelRegistry } from '../src/engine/registry.ts';
 import { buildApp } from '../src/server/app.ts';
 import { parseFlags, runMain } from '../src/util/cli.ts';
 import { fail } from '../src/util/errors.ts';
@@ -59,7 +59,9 @@ runMain(async () => {
   const prefillChunk = int('prefill-chunk', flags['prefill-chunk'], 256, 1);
   const requestTimeoutMs = int('timeout-ms', flags['timeout-ms'], 0, 0);
   const drainTimeoutMs = int('drain-timeout-ms', flags['drain-timeout-ms'], 30_000, 0);
-  const modelDir = modelDirectory(model, flags['models-dir'] ?? 'models');
+  const modelsDir = flags['models-dir'] ?? 'models';
+  const modelDir = modelDirectory(model, modelsDir);
+  let registry: ModelRegistry | undefined;
 
   // The server listens while the model loads (/health answers, /ready is 503 until it is ready).
   let loaded!: (e: Engine) => void;
@@ -73,6 +75,7 @@ runMain(async () => {
     modelName: basename(resolve(modelDir)),
     limits: { requestTimeoutMs },
     logger: { level: flags['log-level'] ?? env.LOG_LEVEL ?? 'info' },
+    ...(env.TOKENFORMER_ADMIN_TOKEN ? { adminToken: env.TOKENFORMER_ADMIN_TOKEN } : {}),
   });
   const ctx = app.tokenformer;
 
@@ -88,7 +91,8 @@ runMain(async () => {
     if (app.server.listening) app.server.close();
     const clean = await ctx.drain(drainTimeoutMs);
     await Promise.race([app.close(), sleep(5_000)]);
-    if (ctx.engine) await Promise.race([ctx.engine.close(), sleep(5_000)]);
+    if (registry) await Promise.race([registry.close(), sleep(5_000)]);
+    else if (ctx.engine) await Promise.race([ctx.engine.close(), sleep(5_000)]);
     app.log.info({ clean }, clean ? 'drained; exiting' : 'drain timed out; streams were ended; exiting');
     process.exit(0);
   };
@@ -97,15 +101,21 @@ runMain(async () => {
   const address = await app.listen({ host, port });
   app.log.info({ address }, `listening on ${address}`);
   try {
-    const exportDir = await resolveExportDir(modelDir, '.cache', (m) => app.log.info(m));
-    const e = await Engine.start({
-      exportDir,
-      device,
-      ...(threads > 0 ? { threads } : {}),
-      maxSequences,
-      maxQueue,
-      prefillChunk,
+    // The registry loads the model (a checkpoint is exported into .cache once) and can swap it
+    // later (POST /admin/swap) without dropping streams.
+    registry = await ModelRegistry.open(modelDir, {
+      modelsRoot: modelsDir,
+      cacheDir: '.cache',
+      engine: { device, ...(threads > 0 ? { threads } : {}), maxSequences, maxQueue, prefillChunk },
+      onProgress: (m) => app.log.info(m),
     });
+    ctx.attachRegistry(registry);
+    registry.on('swap', (e: { result: string; reason?: string }) => {
+      if (e.result !== 'success')
+        app.log.warn({ reason: e.reason }, 'model swap failed; the old model keeps serving');
+    });
+    const e = registry.model.engine;
+    const exportDir = registry.model.exportDir;
     loaded(e);
     await ctx.loaded;
     app.log.info(

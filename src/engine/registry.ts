@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
 import { existsSync, readdirSync, realpathSync, statSync } from 'node:fs';
-import { isAbsolute, join, relative, resolve, sep } from 'node:path';
+import { basename, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { MANIFEST_FILE } from '../export/export.ts';
 import { CONFIG_FILE } from '../model/checkpoint.ts';
 import { fail, TokenFormerError } from '../util/errors.ts';
@@ -96,7 +96,7 @@ export class ModelRegistry extends EventEmitter {
   /** Loads `model` (a name under the models root, or a path) as the serving model. */
   static async open(model: string, opts: RegistryOptions): Promise<ModelRegistry> {
     const dir = existsSync(model) ? resolve(model) : confineModelPath(opts.modelsRoot, model);
-    const loaded = await ModelRegistry.load(model, dir, opts);
+    const loaded = await ModelRegistry.load(basename(dir), dir, opts);
     return new ModelRegistry(opts, loaded);
   }
 
@@ -151,7 +151,12 @@ export class ModelRegistry extends EventEmitter {
     for (;;) {
       const ctl = new AbortController();
       let moved = false;
-      const onAbort = () => ctl.abort();
+      // A consumer may stop pulling after the last event: the handoff ends with the stream, not
+      // with this generator.
+      const onAbort = () => {
+        this.handoffs.delete(handoff);
+        ctl.abort();
+      };
       signal?.addEventListener('abort', onAbort, { once: true });
       const handoff: Handoff = {
         model,
@@ -167,6 +172,7 @@ export class ModelRegistry extends EventEmitter {
         const p = generated.length ? { ...params, max_tokens: left } : params;
         for await (const u of model.engine.tokens([...prompt, ...generated], p, ctl.signal)) {
           for (const t of u.tokens) generated.push(t.token);
+          if (u.finish) this.handoffs.delete(handoff);
           yield u;
           if (u.finish) return;
         }

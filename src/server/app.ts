@@ -6,6 +6,7 @@ import { DEFAULT_LIMITS, ServerContext, type ServerLimits } from './context.ts';
 import { ApiError, toApiError } from './errors.ts';
 import { ServerMetrics } from './metrics.ts';
 import { onResponseClose } from './response.ts';
+import { adminRoute } from './routes/admin.ts';
 import { completionsRoute } from './routes/completions.ts';
 import { healthRoute } from './routes/health.ts';
 import { metricsRoute } from './routes/metrics.ts';
@@ -30,6 +31,8 @@ export interface AppOptions {
   limits?: Partial<ServerLimits>;
   /** fastify/pino logger options; off unless given. */
   logger?: FastifyServerOptions['logger'];
+  /** Bearer token of the admin routes; they answer 403 without one. */
+  adminToken?: string;
 }
 
 declare module 'fastify' {
@@ -95,6 +98,7 @@ export function buildApp(opts: AppOptions): FastifyInstance {
     scope.register(healthRoute, { ctx });
     scope.register(metricsRoute, { ctx });
     scope.register(playgroundRoute, { ctx });
+    scope.register(adminRoute, { ctx, adminToken: opts.adminToken });
   });
   return app;
 }

@@ -1,5 +1,5 @@
-import type { Engine } from '../engine/engine.ts';
 import { type SamplingParams, validateSamplingParams } from '../engine/sampling/params.ts';
+import type { ServingEngine } from './context.ts';
 import { ApiError } from './errors.ts';
 
 /**
@@ -64,7 +64,7 @@ function isTokenIds(v: unknown): v is number[] {
   return Array.isArray(v) && v.length > 0 && v.every((x) => typeof x === 'number');
 }
 
-function promptInputs(engine: Engine, prompt: CompletionBody['prompt']): PromptInput[] {
+function promptInputs(engine: ServingEngine, prompt: CompletionBody['prompt']): PromptInput[] {
   const tok = engine.tokenizer;
   const fromText = (text: string): PromptInput => {
     const ids = tok.encode(text);
@@ -95,7 +95,7 @@ function promptInputs(engine: Engine, prompt: CompletionBody['prompt']): PromptI
 /** Checks a completion body against the served model; every failure is a 4xx ApiError. */
 export function parseCompletionRequest(
   body: CompletionBody,
-  engine: Engine,
+  engine: ServingEngine,
   ctx: ParseContext,
 ): CompletionRequest {
   if (body.model && body.model !== ctx.modelName) {

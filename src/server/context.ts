@@ -1,5 +1,6 @@
 import type { FastifyBaseLogger } from 'fastify';
 import type { Engine } from '../engine/engine.ts';
+import type { ModelRegistry } from '../engine/registry.ts';
 import { TokenFormerError } from '../util/errors.ts';
 import { ApiError } from './errors.ts';
 import type { ServerMetrics } from './metrics.ts';
@@ -34,6 +35,9 @@ export const DEFAULT_LIMITS: ServerLimits = {
 
 export type ServerState = 'loading' | 'ready' | 'draining' | 'failed';
 
+/** What a completion needs from the serving model (an Engine, or the registry's view of it). */
+export type ServingEngine = Pick<Engine, 'generate' | 'tokenizer' | 'eosTokenId' | 'manifest'>;
+
 /** One completion in flight: its abort signal (client gone, timeout, shutdown) and its end. */
 export interface Job {
   readonly signal: AbortSignal;
@@ -51,6 +55,9 @@ export class ServerContext {
   state: ServerState = 'loading';
   private current: Engine | undefined;
   private version: string | undefined;
+  private registry: ModelRegistry | undefined;
+  private readonly onAdmitted = (_id: number, queueMs: number) =>
+    this.metrics.queueWait.observe(queueMs / 1000);
   private readonly jobs = new Set<AbortController>();
   private idleWaiters: (() => void)[] = [];
   /** Settles once the engine is loaded or has failed to load. */
@@ -58,7 +65,7 @@ export class ServerContext {
 
   constructor(
     engine: Engine | Promise<Engine>,
-    readonly modelName: string,
+    public modelName: string,
     modelVersion: string | undefined,
     readonly limits: ServerLimits,
     readonly metrics: ServerMetrics,
@@ -78,12 +85,36 @@ export class ServerContext {
   }
 
   private attach(engine: Engine): void {
+    this.current?.off('admitted', this.onAdmitted);
     this.current = engine;
     this.version ??= engine.manifest.source.weights_sha256.slice(0, 12);
-    engine.on('admitted', (_id: number, queueMs: number) => this.metrics.queueWait.observe(queueMs / 1000));
+    engine.on('admitted', this.onAdmitted);
     this.metrics.watchEngine(() => engine.stats);
     this.metrics.setModel(this.modelName, this.version);
     if (this.state === 'loading') this.state = 'ready';
+  }
+
+  /**
+   * Serves through a model registry: generations go through it (so open streams can migrate),
+   * and after a swap the routes, stats and model_info follow the new model.
+   */
+  attachRegistry(registry: ModelRegistry): void {
+    this.registry = registry;
+    registry.on('swap', (e: { result: 'success' | 'failure'; durationMs: number }) => {
+      this.metrics.swaps.inc({ result: e.result });
+      this.metrics.swapDuration.observe(e.durationMs / 1000);
+      if (e.result !== 'success') return;
+      this.modelName = registry.model.name;
+      this.version = registry.model.version;
+      this.attach(registry.model.engine);
+    });
+    registry.on('migrated', () => this.metrics.streamsMigrated.inc());
+  }
+
+  /** The registry, for the admin routes; refused when the server runs a single engine. */
+  requireRegistry(): ModelRegistry {
+    if (this.registry) return this.registry;
+    throw new ApiError('TF_ERR_NOT_READY', 'model swaps are not available on this server');
   }
 
   /** The engine, or undefined while loading. */
@@ -104,11 +135,19 @@ export class ServerContext {
     );
   }
 
-  /** The engine for new generations: refused while loading or draining. */
-  acceptGeneration(): Engine {
+  /** The model for new generations: refused while loading or draining. */
+  acceptGeneration(): ServingEngine {
     if (this.state === 'draining')
       throw new ApiError('TF_ERR_SHUTTING_DOWN', 'the server is shutting down; retry on another replica');
-    return this.requireEngine();
+    const engine = this.requireEngine();
+    const registry = this.registry;
+    if (!registry) return engine;
+    return {
+      generate: (prompt, params, signal) => registry.generate(prompt, params, signal),
+      tokenizer: engine.tokenizer,
+      eosTokenId: engine.eosTokenId,
+      manifest: engine.manifest,
+    };
   }
 
   get inFlight(): number {

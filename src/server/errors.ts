@@ -10,7 +10,15 @@ export const API_ERRORS = {
   TF_ERR_BAD_ARGS: { status: 400, type: 'invalid_request_error' },
   /** The prompt does not fit the model's context (it is refused, never truncated). */
   TF_ERR_CONTEXT_LENGTH: { status: 400, type: 'invalid_request_error' },
+  /** Admin routes without a configured TOKENFORMER_ADMIN_TOKEN. */
+  TF_ERR_FORBIDDEN: { status: 403, type: 'permission_error' },
+  /** Admin routes with a missing or wrong bearer token. */
+  TF_ERR_UNAUTHORIZED: { status: 401, type: 'authentication_error' },
   TF_ERR_NOT_FOUND: { status: 404, type: 'not_found_error' },
+  /** Another model swap is running. */
+  TF_ERR_SWAP_IN_PROGRESS: { status: 409, type: 'conflict_error' },
+  /** The new model failed to load or warm up; the old one keeps serving. */
+  TF_ERR_SWAP_FAILED: { status: 422, type: 'invalid_request_error' },
   TF_ERR_MODEL_NOT_FOUND: { status: 404, type: 'not_found_error' },
   TF_ERR_BODY_TOO_LARGE: { status: 413, type: 'invalid_request_error' },
   TF_ERR_UNSUPPORTED_MEDIA_TYPE: { status: 415, type: 'invalid_request_error' },
@@ -65,6 +73,7 @@ const ENGINE_CODES: Partial<Record<string, ApiErrorCode>> = {
   TF_ERR_BAD_ARGS: 'TF_ERR_BAD_ARGS',
   TF_ERR_CONTEXT_LENGTH: 'TF_ERR_CONTEXT_LENGTH',
   TF_ERR_QUEUE_FULL: 'TF_ERR_QUEUE_FULL',
+  TF_ERR_SWAP_IN_PROGRESS: 'TF_ERR_SWAP_IN_PROGRESS',
   TF_ERR_NO_CAPACITY: 'TF_ERR_QUEUE_FULL',
 };
 

@@ -1,7 +1,7 @@
-import type { Engine, GenerationEvent } from '../engine/engine.ts';
+import type { GenerationEvent } from '../engine/engine.ts';
 import type { FinishReason } from '../engine/protocol.ts';
 import type { CompletionRequest } from './completion.ts';
-import type { Job } from './context.ts';
+import type { Job, ServingEngine } from './context.ts';
 import { ApiError } from './errors.ts';
 import { LogprobsBuilder } from './logprobs.ts';
 import type { ServerMetrics } from './metrics.ts';
@@ -25,7 +25,7 @@ export type CompletionEvent =
 type Step = { k: number; r: IteratorResult<GenerationEvent> } | { k: number; err: unknown };
 
 export async function* runCompletion(
-  engine: Engine,
+  engine: ServingEngine,
   req: CompletionRequest,
   job: Job,
   metrics: ServerMetrics,

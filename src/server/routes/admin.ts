@@ -1,0 +1,90 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
+import type { FastifyPluginAsync, FastifyRequest } from 'fastify';
+import type { SwapPolicy } from '../../engine/registry.ts';
+import { TokenFormerError } from '../../util/errors.ts';
+import type { ServerContext } from '../context.ts';
+import { ApiError } from '../errors.ts';
+
+const swapSchema = {
+  body: {
+    type: 'object',
+    required: ['model'],
+    additionalProperties: false,
+    properties: {
+      model: { type: 'string', minLength: 1, maxLength: 256 },
+      policy: { type: 'string', enum: ['drain', 'migrate'] },
+    },
+  },
+} as const;
+
+interface SwapBody {
+  model: string;
+  policy?: SwapPolicy;
+}
+
+/** Hashing both sides first gives equal-length buffers, so the comparison is constant-time. */
+function sameToken(given: string, expected: string): boolean {
+  const digest = (s: string) => createHash('sha256').update(s).digest();
+  return timingSafeEqual(digest(given), digest(expected));
+}
+
+/** Load errors name files; an API answer names only the last path component. */
+function withoutPaths(message: string): string {
+  return message.replace(/(?:\/[^\s/'"]+)+\/([^\s/'"]+)/g, '$1');
+}
+
+/**
+ * Admin routes: POST /admin/swap {"model", "policy"} and GET /admin/models, behind
+ * `Authorization: Bearer $TOKENFORMER_ADMIN_TOKEN` (403 when no token is configured, 401 when
+ * the token is missing or wrong).
+ */
+export const adminRoute: FastifyPluginAsync<{ ctx: ServerContext; adminToken: string | undefined }> = async (
+  app,
+  { ctx, adminToken },
+) => {
+  const authorize = (request: FastifyRequest) => {
+    if (!adminToken)
+      throw new ApiError('TF_ERR_FORBIDDEN', 'admin routes are disabled: set TOKENFORMER_ADMIN_TOKEN');
+    const header = request.headers.authorization ?? '';
+    const given = header.startsWith('Bearer ') ? header.slice('Bearer '.length) : '';
+    if (!sameToken(given, adminToken))
+      throw new ApiError('TF_ERR_UNAUTHORIZED', 'a valid admin bearer token is required');
+  };
+
+  app.post<{ Body: SwapBody }>(
+    '/admin/swap',
+    { schema: swapSchema, preValidation: async (r) => authorize(r) },
+    async (request) => {
+      const registry = ctx.requireRegistry();
+      try {
+        const result = await registry.swap(request.body.model, request.body.policy ?? 'drain');
+        request.log.info({ swap: result }, `swapped to ${result.to.name} (${result.policy})`);
+        return { object: 'swap', ...result };
+      } catch (err) {
+        const reason = err instanceof Error ? withoutPaths(err.message) : String(err);
+        request.log.warn({ model: request.body.model, reason }, 'swap failed; the old model keeps serving');
+        if (err instanceof TokenFormerError && err.code === 'TF_ERR_SWAP_IN_PROGRESS') throw err;
+        if (err instanceof TokenFormerError && err.code === 'TF_ERR_BAD_ARGS')
+          throw new ApiError('TF_ERR_BAD_ARGS', reason);
+        if (err instanceof TokenFormerError && err.code === 'TF_ERR_NOT_FOUND')
+          throw new ApiError('TF_ERR_NOT_FOUND', reason);
+        throw new ApiError(
+          'TF_ERR_SWAP_FAILED',
+          `swap to ${request.body.model} failed, the current model keeps serving: ${reason}`,
+        );
+      }
+    },
+  );
+
+  app.get('/admin/models', { preValidation: async (r) => authorize(r) }, async () => {
+    const registry = ctx.requireRegistry();
+    return {
+      active: {
+        name: registry.model.name,
+        version: registry.model.version,
+        loaded_at: registry.model.loadedAt,
+      },
+      models: registry.list(),
+    };
+  });
+};

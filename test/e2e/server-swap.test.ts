@@ -1,0 +1,127 @@
+import assert from 'node:assert/strict';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import { growDirectory } from '../../src/model/grow.ts';
+import { servedModel } from '../engine/served-model.ts';
+import { tempDir } from '../helpers.ts';
+import { ServerProcess } from '../server/processes.ts';
+
+const TOKEN = 'test-admin-token';
+let server: ServerProcess;
+const cleanups: (() => void)[] = [];
+
+before(async () => {
+  const dir = tempDir({ after: (fn) => cleanups.push(fn) });
+  const root = join(dir, 'models');
+  mkdirSync(root);
+  const served = await servedModel(join(dir, 'served'));
+  // "a" and its grown successor "b" compute the same function (zero keys, τ kept).
+  await growDirectory(served.checkpoint, join(root, 'a'), { target: { ffn: 100 } });
+  await growDirectory(join(root, 'a'), join(root, 'b'), { target: { qkv: 64, proj: 48, ffn: 128 } });
+  mkdirSync(join(root, 'bad'));
+  writeFileSync(
+    join(root, 'bad', 'config.json'),
+    '{"format": "tokenformer-checkpoint", "format_version": 1}',
+  );
+  process.env.TOKENFORMER_ADMIN_TOKEN = TOKEN;
+  server = await ServerProcess.start(
+    ['--models-dir', root, '--model', 'a', '--device', 'cpu', '--threads', '1'],
+    { cwd: dir },
+  );
+  delete process.env.TOKENFORMER_ADMIN_TOKEN;
+});
+after(async () => {
+  await server?.stop();
+  for (const c of cleanups) c();
+});
+
+const admin = (path: string, body?: unknown, token = TOKEN) =>
+  fetch(`${server.url}${path}`, {
+    method: body === undefined ? 'GET' : 'POST',
+    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+  });
+
+const request = { prompt: 'Call me Ishmael.', max_tokens: 1500, temperature: 0, ignore_eos: true };
+
+function sseText(raw: string): string {
+  return raw
+    .split('\n')
+    .filter((l) => l.startsWith('data: {'))
+    .map((l) => (JSON.parse(l.slice(6)) as { choices: { text?: string }[] }).choices[0]?.text ?? '')
+    .join('');
+}
+
+test('admin routes need the bearer token (401) and validate the body', async () => {
+  assert.equal((await admin('/admin/models', undefined, 'wrong')).status, 401);
+  const noAuth = await fetch(`${server.url}/admin/swap`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: '{"model":"b"}',
+  });
+  assert.equal(noAuth.status, 401);
+  assert.match(JSON.stringify(await noAuth.json()), /"code":"TF_ERR_UNAUTHORIZED"/);
+  assert.equal((await admin('/admin/swap', { model: 'b', policy: 'sideways' })).status, 400);
+  assert.equal((await admin('/admin/swap', { model: '../served' })).status, 400);
+  const list = (await (await admin('/admin/models')).json()) as {
+    active: { name: string };
+    models: { name: string }[];
+  };
+  assert.equal(list.active.name, 'a');
+  assert.deepEqual(list.models.map((m) => m.name).sort(), ['a', 'b', 'bad']);
+});
+
+test('a failed swap answers 422 with the reason and the old model keeps serving', async () => {
+  const r = await admin('/admin/swap', { model: 'bad', policy: 'drain' });
+  assert.equal(r.status, 422);
+  const body = (await r.json()) as { error: { message: string } };
+  assert.match(body.error.message, /swap to bad failed, the current model keeps serving/);
+  assert.doesNotMatch(body.error.message, /\/tmp\//, 'no file paths in responses');
+  const ok = await fetch(`${server.url}/v1/completions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ ...request, max_tokens: 2 }),
+  });
+  assert.equal(ok.status, 200);
+  assert.ok((await server.metric('tokenformer_model_swaps_total{result="failure"}')) >= 1);
+});
+
+test('swap with migrate while an SSE stream is open: the stream continues on the new model, unbroken', async () => {
+  // Swap to b and back with drain first: b is exported into the cache once, so the migrating
+  // swap below is quick (a worker start and a warm-up) next to the 1500-token stream.
+  for (const model of ['b', 'a']) assert.equal((await admin('/admin/swap', { model, policy: 'drain' })).status, 200);
+  const reference = (await (
+    await fetch(`${server.url}/v1/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(request),
+    })
+  ).json()) as { choices: { text: string }[] };
+  const res = await fetch(`${server.url}/v1/completions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ ...request, stream: true }),
+  });
+  assert.equal(res.status, 200);
+  const reader = res.body!.pipeThrough(new TextDecoderStream()).getReader();
+  let raw = '';
+  while (sseText(raw).length < 8) raw += (await reader.read()).value ?? '';
+  const swap = await admin('/admin/swap', { model: 'b', policy: 'migrate' });
+  assert.equal(swap.status, 200, await swap.clone().text());
+  const result = (await swap.json()) as { migrated: number; to: { name: string } };
+  assert.equal(result.to.name, 'b');
+  assert.equal(result.migrated, 1);
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    raw += value;
+  }
+  assert.match(raw, /data: \[DONE\]\n\n$/);
+  assert.equal(sseText(raw), reference.choices[0]!.text);
+  const models = (await (await fetch(`${server.url}/v1/models`)).json()) as { data: { id: string }[] };
+  assert.equal(models.data[0]!.id, 'b');
+  assert.equal(await server.metric('tokenformer_model_swaps_total{result="success"}'), 3);
+  assert.equal(await server.metric('tokenformer_streams_migrated_total'), 1);
+  assert.match(await server.metrics(), /tokenformer_model_info\{model="b",version="[^"]+"\} 1/);
+});
