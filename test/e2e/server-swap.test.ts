@@ -90,7 +90,8 @@ test('a failed swap answers 422 with the reason and the old model keeps serving'
 test('swap with migrate while an SSE stream is open: the stream continues on the new model, unbroken', async () => {
   // Swap to b and back with drain first: b is exported into the cache once, so the migrating
   // swap below is quick (a worker start and a warm-up) next to the 1500-token stream.
-  for (const model of ['b', 'a']) assert.equal((await admin('/admin/swap', { model, policy: 'drain' })).status, 200);
+  for (const model of ['b', 'a'])
+    assert.equal((await admin('/admin/swap', { model, policy: 'drain' })).status, 200);
   const reference = (await (
     await fetch(`${server.url}/v1/completions`, {
       method: 'POST',
