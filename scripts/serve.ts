@@ -9,7 +9,7 @@ import { fail } from '../src/util/errors.ts';
 const USAGE =
   'npm run serve -- --model DIR [--port N] [--host H] [--device auto|cpu|cuda] [--models-dir DIR] ' +
   '[--threads N] [--max-sequences N] [--max-queue N] [--prefill-chunk N] [--timeout-ms N] ' +
-  '[--drain-timeout-ms N] [--log-level LEVEL]';
+  '[--drain-timeout-ms N] [--watch MS] [--log-level LEVEL]';
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms).unref());
 
@@ -42,6 +42,7 @@ runMain(async () => {
     'prefill-chunk': { type: 'string' },
     'timeout-ms': { type: 'string' },
     'drain-timeout-ms': { type: 'string' },
+    watch: { type: 'string' },
     'log-level': { type: 'string' },
   });
   if (flags.help) return void console.log(USAGE);
@@ -59,6 +60,7 @@ runMain(async () => {
   const prefillChunk = int('prefill-chunk', flags['prefill-chunk'], 256, 1);
   const requestTimeoutMs = int('timeout-ms', flags['timeout-ms'], 0, 0);
   const drainTimeoutMs = int('drain-timeout-ms', flags['drain-timeout-ms'], 30_000, 0);
+  const watchMs = int('watch', flags.watch, 0, 0);
   const modelsDir = flags['models-dir'] ?? 'models';
   const modelDir = modelDirectory(model, modelsDir);
   let registry: ModelRegistry | undefined;
@@ -97,6 +99,24 @@ runMain(async () => {
     process.exit(0);
   };
   process.on('SIGTERM', () => void shutdown('SIGTERM')).on('SIGINT', () => void shutdown('SIGINT'));
+
+  // --watch MS polls the serving model's directory; SIGHUP re-reads it at once. A new version
+  // written there is swapped in (migrate when the tokenizers match, else drain).
+  const reload = async (why: string) => {
+    if (!registry || stopping) return;
+    try {
+      const r = await registry.reload();
+      if (r)
+        app.log.info({ swap: r }, `${why}: swapped to the new version of ${r.to.name} (${r.to.version})`);
+    } catch (err) {
+      app.log.warn(
+        { reason: (err as Error).message },
+        `${why}: the new version failed to load; the old one keeps serving`,
+      );
+    }
+  };
+  process.on('SIGHUP', () => void reload('SIGHUP'));
+  if (watchMs > 0) setInterval(() => void reload('watch'), watchMs).unref();
 
   const address = await app.listen({ host, port });
   app.log.info({ address }, `listening on ${address}`);

@@ -23,6 +23,10 @@ export type SwapPolicy = 'drain' | 'migrate';
 
 export interface LoadedModel {
   name: string;
+  /** The directory it was loaded from (checkpoint or export). */
+  dir: string;
+  /** Its files' fingerprint when loaded (see `fingerprint()`). */
+  fingerprint: string;
   /** Model version: the export's weights checksum prefix and training step. */
   version: string;
   exportDir: string;
@@ -74,6 +78,17 @@ export function confineModelPath(modelsRoot: string, name: string): string {
   return real;
 }
 
+function fingerprintOf(dir: string): string {
+  return [MANIFEST_FILE, CONFIG_FILE, 'model.safetensors', 'model.onnx']
+    .map((f) => {
+      const p = join(dir, f);
+      if (!existsSync(p)) return '-';
+      const st = statSync(p);
+      return `${st.size}:${st.mtimeMs}`;
+    })
+    .join('|');
+}
+
 function versionOf(engine: Engine): string {
   const m = engine.manifest;
   return `${m.source.weights_sha256.slice(0, 12)}-step${m.source.step}`;
@@ -82,6 +97,7 @@ function versionOf(engine: Engine): string {
 export class ModelRegistry extends EventEmitter {
   private current: LoadedModel;
   private swapping = false;
+  private failedFingerprint: string | undefined;
   private readonly handoffs = new Set<Handoff>();
   private readonly retiring = new Set<LoadedModel>();
 
@@ -101,9 +117,18 @@ export class ModelRegistry extends EventEmitter {
   }
 
   private static async load(name: string, dir: string, opts: RegistryOptions): Promise<LoadedModel> {
+    const fingerprint = fingerprintOf(dir);
     const exportDir = await resolveExportDir(dir, opts.cacheDir, opts.onProgress);
     const engine = await Engine.start({ ...opts.engine, exportDir });
-    return { name, version: versionOf(engine), exportDir, engine, loadedAt: new Date().toISOString() };
+    return {
+      name,
+      dir,
+      fingerprint,
+      version: versionOf(engine),
+      exportDir,
+      engine,
+      loadedAt: new Date().toISOString(),
+    };
   }
 
   get model(): LoadedModel {
@@ -191,7 +216,8 @@ export class ModelRegistry extends EventEmitter {
    * is in progress, the new model fails to load or warm up, or `migrate` is asked between
    * models whose tokenizers or shapes differ.
    */
-  async swap(name: string, policy: SwapPolicy): Promise<SwapResult> {
+  async swap(name: string, requested?: SwapPolicy): Promise<SwapResult> {
+    const policy: SwapPolicy = requested ?? 'migrate';
     if (policy !== 'drain' && policy !== 'migrate')
       fail('TF_ERR_BAD_ARGS', `policy must be "drain" or "migrate", got ${JSON.stringify(policy)}`);
     if (this.swapping) fail('TF_ERR_SWAP_IN_PROGRESS', 'a swap is already in progress');
@@ -203,7 +229,10 @@ export class ModelRegistry extends EventEmitter {
       const dir = confineModelPath(this.opts.modelsRoot, name);
       this.opts.onProgress?.(`swap: loading ${name}`);
       next = await ModelRegistry.load(name, dir, this.opts);
-      if (policy === 'migrate') checkMigratable(old.engine, next.engine);
+      // Without an explicit policy: migrate when the tokenizers match, else drain.
+      const effective: SwapPolicy =
+        requested === undefined && !sameTokenizer(old.engine, next.engine) ? 'drain' : policy;
+      if (effective === 'migrate') checkMigratable(old.engine, next.engine);
       // Warm-up: one real generation, so the first user request does not pay for it.
       for await (const _ of next.engine.generate(
         next.engine.tokenizer.encode('Hello'),
@@ -213,14 +242,14 @@ export class ModelRegistry extends EventEmitter {
       }
       this.current = next;
       const moving = [...this.handoffs].filter((h) => h.model === old);
-      if (policy === 'migrate') for (const h of moving) h.migrate();
+      if (effective === 'migrate') for (const h of moving) h.migrate();
       const result: SwapResult = {
         from: { name: old.name, version: old.version },
         to: { name: next.name, version: next.version },
-        policy,
+        policy: effective,
         durationMs: performance.now() - started,
-        migrated: policy === 'migrate' ? moving.length : 0,
-        draining: policy === 'drain' ? moving.length : 0,
+        migrated: effective === 'migrate' ? moving.length : 0,
+        draining: effective === 'drain' ? moving.length : 0,
       };
       this.retire(old);
       this.emit('swap', { result: 'success', ...result });
@@ -250,6 +279,31 @@ export class ModelRegistry extends EventEmitter {
     check();
   }
 
+  /**
+   * What identifies the serving model's files on disk (sizes and modification times of its
+   * manifest or config and weights): a change means a new version was written there.
+   */
+  fingerprint(): string {
+    return fingerprintOf(this.current.dir);
+  }
+
+  /**
+   * Re-reads the serving model's directory (`--watch`, SIGHUP): when its files changed since it
+   * was loaded, swaps to the new version under the same name. Returns the swap, or null when
+   * nothing changed or a swap is already running.
+   */
+  async reload(): Promise<SwapResult | null> {
+    const now = this.fingerprint();
+    // A version that failed to load is not retried until the files change again.
+    if (this.swapping || now === this.current.fingerprint || now === this.failedFingerprint) return null;
+    try {
+      return await this.swap(this.current.name);
+    } catch (err) {
+      this.failedFingerprint = now;
+      throw err;
+    }
+  }
+
   /** Open streams on the serving model and on models being drained. */
   get openStreams(): number {
     return this.current.engine.openStreams + [...this.retiring].reduce((n, m) => n + m.engine.openStreams, 0);
@@ -260,11 +314,15 @@ export class ModelRegistry extends EventEmitter {
   }
 }
 
+function sameTokenizer(a: Engine, b: Engine): boolean {
+  return a.manifest.tokenizer?.sha256 === b.manifest.tokenizer?.sha256;
+}
+
 /** Migration re-prefills the stream's tokens on the new model: same tokenizer and context needed. */
 function checkMigratable(from: Engine, to: Engine): void {
   const a = from.manifest;
   const b = to.manifest;
-  if (a.tokenizer?.sha256 !== b.tokenizer?.sha256) {
+  if (!sameTokenizer(from, to)) {
     fail(
       'TF_ERR_BAD_ARGS',
       'cannot migrate streams: the models use different tokenizers (use policy "drain")',

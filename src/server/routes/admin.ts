@@ -57,7 +57,7 @@ export const adminRoute: FastifyPluginAsync<{ ctx: ServerContext; adminToken: st
     async (request) => {
       const registry = ctx.requireRegistry();
       try {
-        const result = await registry.swap(request.body.model, request.body.policy ?? 'drain');
+        const result = await registry.swap(request.body.model, request.body.policy);
         request.log.info({ swap: result }, `swapped to ${result.to.name} (${result.policy})`);
         return { object: 'swap', ...result };
       } catch (err) {
