@@ -1,9 +1,10 @@
 import { measureOutputCopy, measurePeakMatmul } from '../engine/roofline.ts';
 import { OFFICIAL_OPTIMIZER } from '../export/training-step.ts';
-import { defaultTau, type TokenFormerConfig, validateModelConfig } from '../model/config.ts';
+import type { TokenFormerConfig } from '../model/config.ts';
 import { initParams } from '../model/init.ts';
 import { EMBEDDING, paramCount } from '../model/params.ts';
 import { trainBatch } from './batches.ts';
+import { type NewModelOptions, newModelConfig } from './run.ts';
 import { freshState, Trainer } from './trainer.ts';
 
 /**
@@ -12,14 +13,7 @@ import { freshState, Trainer } from './trainer.ts';
  * the cost of the one output copy per step (new weights and moments; DESIGN.md §3).
  */
 
-export interface TrainBenchOptions {
-  layers: number;
-  hidden: number;
-  heads: number;
-  qkvTokens: number;
-  projTokens: number;
-  ffnTokens: number;
-  vocabSize: number;
+export interface TrainBenchOptions extends Omit<NewModelOptions, 'maxSeqLen' | 'rotaryPct'> {
   seqLen: number;
   batchSize: number;
   steps: number;
@@ -47,20 +41,7 @@ export function trainFlopsPerToken(cfg: TokenFormerConfig, seqLen: number): numb
 }
 
 export async function benchTraining(o: TrainBenchOptions) {
-  const cfg = validateModelConfig({
-    vocab_size: o.vocabSize,
-    hidden_size: o.hidden,
-    num_layers: o.layers,
-    num_heads: o.heads,
-    rotary_pct: 0.25,
-    rotary_base: 10000,
-    layernorm_eps: 1e-5,
-    max_seq_len: o.seqLen,
-    norm_activation: 'l2_norm_gelu',
-    qkv: { tokens: o.qkvTokens, tau: defaultTau(o.qkvTokens) },
-    proj: { tokens: o.projTokens, tau: defaultTau(o.projTokens) },
-    ffn: { tokens: o.ffnTokens, tau: defaultTau(o.ffnTokens) },
-  });
+  const cfg = newModelConfig({ ...o, maxSeqLen: o.seqLen, rotaryPct: 0.25 });
   const peakGflops = await measurePeakMatmul(o.threads ? { threads: o.threads } : {});
   const tokens = Uint32Array.from({ length: 200_000 }, (_, i) => (i * 2654435761) % o.vocabSize);
   const trainer = await Trainer.create(

@@ -102,7 +102,8 @@ function plotLog(dir: string): void {
   );
 }
 
-function newConfig(m: NewModelOptions): TokenFormerConfig {
+/** The config of a new model from the command-line architecture options (τ = √n). */
+export function newModelConfig(m: NewModelOptions): TokenFormerConfig {
   return validateModelConfig(
     {
       vocab_size: m.vocabSize,
@@ -200,7 +201,7 @@ function setup(opts: TrainOptions, emit: (e: TrainEvent) => void, texts: () => s
       'TF_ERR_BAD_ARGS',
       'give --init DIR or a new model (--layers --hidden --heads --qkv-tokens --proj-tokens --ffn-tokens --vocab-size)',
     );
-  const cfg = newConfig(opts.model);
+  const cfg = newModelConfig(opts.model);
   emit({
     type: 'status',
     message: `training a ${cfg.vocab_size}-token byte-level BPE tokenizer on the corpus`,

@@ -6,21 +6,8 @@ import { serializeModel } from '../../src/graph/serialize.ts';
 import type { TokenFormerConfig } from '../../src/model/config.ts';
 import { PATTENTION_DOMAIN } from '../../src/model/tokenformer.ts';
 import { maxAbsDiff, tinyConfig } from '../helpers.ts';
-import { randomParams, referenceLogits } from '../reference/tokenformer-f64.ts';
-
-/** Random float32 weights, scaled up from the official init so logits are O(1–10) and differences show. */
-function f32Params(cfg: TokenFormerConfig, seed: number): Map<string, Float32Array> {
-  const out = new Map<string, Float32Array>();
-  for (const [name, p] of randomParams(cfg, seed)) {
-    const scale =
-      name === 'embed.weight' ? 40 : name.endsWith('.keys') ? 30 : name.startsWith('final_norm') ? 1 : 4;
-    out.set(
-      name,
-      Float32Array.from(p, (x) => x * scale),
-    );
-  }
-  return out;
-}
+import { referenceLogits } from '../reference/tokenformer-f64.ts';
+import { f32Params } from './params.ts';
 
 function randomIds(cfg: TokenFormerConfig, b: number, t: number, seed: number): number[][] {
   let s = seed;
