@@ -1,9 +1,6 @@
 import assert from 'node:assert/strict';
-import { mkdirSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { growDirectory } from '../../src/model/grow.ts';
-import { servedModel } from '../engine/served-model.ts';
+import { swapModelsRoot } from '../engine/served-model.ts';
 import { tempDir } from '../helpers.ts';
 import { ServerProcess } from '../server/processes.ts';
 
@@ -13,17 +10,7 @@ const cleanups: (() => void)[] = [];
 
 before(async () => {
   const dir = tempDir({ after: (fn) => cleanups.push(fn) });
-  const root = join(dir, 'models');
-  mkdirSync(root);
-  const served = await servedModel(join(dir, 'served'));
-  // "a" and its grown successor "b" compute the same function (zero keys, τ kept).
-  await growDirectory(served.checkpoint, join(root, 'a'), { target: { ffn: 100 } });
-  await growDirectory(join(root, 'a'), join(root, 'b'), { target: { qkv: 64, proj: 48, ffn: 128 } });
-  mkdirSync(join(root, 'bad'));
-  writeFileSync(
-    join(root, 'bad', 'config.json'),
-    '{"format": "tokenformer-checkpoint", "format_version": 1}',
-  );
+  const root = await swapModelsRoot(dir);
   process.env.TOKENFORMER_ADMIN_TOKEN = TOKEN;
   server = await ServerProcess.start(
     ['--models-dir', root, '--model', 'a', '--device', 'cpu', '--threads', '1'],

@@ -1,13 +1,12 @@
 import assert from 'node:assert/strict';
-import { mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
+import { symlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import type { GenerationEvent } from '../../src/engine/engine.ts';
 import { confineModelPath, ModelRegistry } from '../../src/engine/registry.ts';
 import { validateSamplingParams } from '../../src/engine/sampling/params.ts';
-import { growDirectory } from '../../src/model/grow.ts';
 import { tempDir } from '../helpers.ts';
-import { servedModel } from './served-model.ts';
+import { swapModelsRoot } from './served-model.ts';
 
 let root: string;
 let registry: ModelRegistry;
@@ -15,17 +14,7 @@ const cleanups: (() => void)[] = [];
 
 before(async () => {
   const dir = tempDir({ after: (fn) => cleanups.push(fn) });
-  root = join(dir, 'models');
-  mkdirSync(root);
-  const served = await servedModel(join(dir, 'served'));
-  // "a": the served checkpoint; "b": a grown successor with the same function (zero keys, τ kept).
-  await growDirectory(served.checkpoint, join(root, 'a'), { target: { ffn: 100 } });
-  await growDirectory(join(root, 'a'), join(root, 'b'), { target: { qkv: 64, proj: 48, ffn: 128 } });
-  mkdirSync(join(root, 'bad'));
-  writeFileSync(
-    join(root, 'bad', 'config.json'),
-    '{"format": "tokenformer-checkpoint", "format_version": 1}',
-  );
+  root = await swapModelsRoot(dir);
   registry = await ModelRegistry.open('a', {
     modelsRoot: root,
     cacheDir: join(dir, 'cache'),

@@ -1,7 +1,8 @@
-import { readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { exportCheckpoint } from '../../src/export/export.ts';
 import { loadCheckpoint, saveCheckpoint } from '../../src/model/checkpoint.ts';
+import { growDirectory } from '../../src/model/grow.ts';
 import { importOfficial } from '../../src/model/official/import.ts';
 import { saveTokenizer, trainByteLevelBpe } from '../../src/tokenizer/bpe-trainer.ts';
 import { FIXTURES } from '../helpers.ts';
@@ -33,4 +34,22 @@ export async function servedModel(dir: string): Promise<{ checkpoint: string; ex
   const exportDir = join(dir, 'export');
   await exportCheckpoint(checkpoint, exportDir);
   return { checkpoint, exportDir };
+}
+
+/**
+ * A models root for swap tests: "a" (the served checkpoint, grown once), "b" (its grown successor,
+ * the same function: zero keys, τ kept) and "bad" (a checkpoint whose config has no model).
+ */
+export async function swapModelsRoot(dir: string): Promise<string> {
+  const root = join(dir, 'models');
+  mkdirSync(root);
+  const served = await servedModel(join(dir, 'served'));
+  await growDirectory(served.checkpoint, join(root, 'a'), { target: { ffn: 100 } });
+  await growDirectory(join(root, 'a'), join(root, 'b'), { target: { qkv: 64, proj: 48, ffn: 128 } });
+  mkdirSync(join(root, 'bad'));
+  writeFileSync(
+    join(root, 'bad', 'config.json'),
+    '{"format": "tokenformer-checkpoint", "format_version": 1}',
+  );
+  return root;
 }
