@@ -3,6 +3,7 @@ import { basename, join, resolve } from 'node:path';
 import type { Engine } from '../src/engine/engine.ts';
 import { ModelRegistry } from '../src/engine/registry.ts';
 import { buildApp } from '../src/server/app.ts';
+import { SERVE_DEFAULTS as D } from '../src/server/defaults.ts';
 import { parseFlags, runMain } from '../src/util/cli.ts';
 import { fail } from '../src/util/errors.ts';
 
@@ -49,19 +50,19 @@ runMain(async () => {
   const env = process.env;
   const model = flags.model ?? env.MODEL;
   if (!model) fail('TF_ERR_BAD_ARGS', `--model is required (or set MODEL)\nusage: ${USAGE}`);
-  const device = flags.device ?? env.DEVICE ?? 'auto';
+  const device = flags.device ?? env.DEVICE ?? D.device;
   if (device !== 'auto' && device !== 'cpu' && device !== 'cuda')
     fail('TF_ERR_BAD_ARGS', `--device must be auto, cpu or cuda, got ${device}\nusage: ${USAGE}`);
-  const host = flags.host ?? env.HOST ?? '127.0.0.1';
-  const port = int('port', flags.port ?? env.PORT, 8080, 0);
+  const host = flags.host ?? env.HOST ?? D.host;
+  const port = int('port', flags.port ?? env.PORT, D.port, 0);
   const threads = int('threads', flags.threads, 0, 0);
-  const maxSequences = int('max-sequences', flags['max-sequences'], 8, 1);
-  const maxQueue = int('max-queue', flags['max-queue'], 64, 0);
-  const prefillChunk = int('prefill-chunk', flags['prefill-chunk'], 256, 1);
+  const maxSequences = int('max-sequences', flags['max-sequences'], D.maxSequences, 1);
+  const maxQueue = int('max-queue', flags['max-queue'], D.maxQueue, 0);
+  const prefillChunk = int('prefill-chunk', flags['prefill-chunk'], D.prefillChunk, 1);
   const requestTimeoutMs = int('timeout-ms', flags['timeout-ms'], 0, 0);
-  const drainTimeoutMs = int('drain-timeout-ms', flags['drain-timeout-ms'], 30_000, 0);
+  const drainTimeoutMs = int('drain-timeout-ms', flags['drain-timeout-ms'], D.drainTimeoutMs, 0);
   const watchMs = int('watch', flags.watch, 0, 0);
-  const modelsDir = flags['models-dir'] ?? 'models';
+  const modelsDir = flags['models-dir'] ?? D.modelsDir;
   const modelDir = modelDirectory(model, modelsDir);
   let registry: ModelRegistry | undefined;
 

@@ -1,5 +1,6 @@
 import type { FastifyPluginAsync } from 'fastify';
 import type { ServerContext } from '../context.ts';
+import { SERVE_DEFAULTS } from '../defaults.ts';
 import { ApiError } from '../errors.ts';
 
 /**
@@ -7,8 +8,8 @@ import { ApiError } from '../errors.ts';
  * GET /ready: the server takes completions (readiness; 503 while loading, draining or failed).
  */
 export const healthRoute: FastifyPluginAsync<{ ctx: ServerContext }> = async (app, { ctx }) => {
-  app.get('/health', async () => ({ status: 'ok', state: ctx.state }));
-  app.get('/ready', async () => {
+  app.get(SERVE_DEFAULTS.healthPath, async () => ({ status: 'ok', state: ctx.state }));
+  app.get(SERVE_DEFAULTS.readyPath, async () => {
     if (ctx.state === 'draining') throw new ApiError('TF_ERR_SHUTTING_DOWN', 'the server is shutting down');
     const engine = ctx.requireEngine();
     return {
