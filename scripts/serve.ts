@@ -1,8 +1,9 @@
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import type { Engine } from '../src/engine/engine.ts';
-import { ModelRegistry } from '../src/engine/registry.ts';
+import { ModelRegistry, type SwapEvent } from '../src/engine/registry.ts';
 import { buildApp } from '../src/server/app.ts';
+import { parseApiKeys, parseCorsOrigins } from '../src/server/auth.ts';
 import { SERVE_DEFAULTS as D } from '../src/server/defaults.ts';
 import { parseFlags, runMain } from '../src/util/cli.ts';
 import { fail } from '../src/util/errors.ts';
@@ -10,7 +11,7 @@ import { fail } from '../src/util/errors.ts';
 const USAGE =
   'npm run serve -- --model DIR [--port N] [--host H] [--device auto|cpu|cuda] [--models-dir DIR] ' +
   '[--threads N] [--max-sequences N] [--max-queue N] [--prefill-chunk N] [--timeout-ms N] ' +
-  '[--drain-timeout-ms N] [--watch MS] [--log-level LEVEL]';
+  '[--drain-timeout-ms N] [--memory-budget-mb N] [--watch MS] [--log-level LEVEL] [--api-key-file PATH] [--cors-origin ORIGIN[,ORIGIN]]';
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms).unref());
 
@@ -43,8 +44,11 @@ runMain(async () => {
     'prefill-chunk': { type: 'string' },
     'timeout-ms': { type: 'string' },
     'drain-timeout-ms': { type: 'string' },
+    'memory-budget-mb': { type: 'string' },
     watch: { type: 'string' },
     'log-level': { type: 'string' },
+    'api-key-file': { type: 'string' },
+    'cors-origin': { type: 'string' },
   });
   if (flags.help) return void console.log(USAGE);
   const env = process.env;
@@ -62,8 +66,30 @@ runMain(async () => {
   const requestTimeoutMs = int('timeout-ms', flags['timeout-ms'], 0, 0);
   const drainTimeoutMs = int('drain-timeout-ms', flags['drain-timeout-ms'], D.drainTimeoutMs, 0);
   const watchMs = int('watch', flags.watch, 0, 0);
+  // 0 (default): 80 % of the memory the process may use (cgroup limit, else the machine's).
+  const memoryBudgetMb = int(
+    'memory-budget-mb',
+    flags['memory-budget-mb'] ?? env.TOKENFORMER_MEMORY_BUDGET_MB,
+    0,
+    0,
+  );
   const modelsDir = flags['models-dir'] ?? D.modelsDir;
   const modelDir = modelDirectory(model, modelsDir);
+  // API keys: TOKENFORMER_API_KEY (comma-separated) and/or --api-key-file (one per line); both add up.
+  const keyFile = flags['api-key-file'];
+  if (keyFile !== undefined && !existsSync(keyFile))
+    fail('TF_ERR_NOT_FOUND', `--api-key-file: ${keyFile} does not exist`);
+  const apiKeys = [
+    ...parseApiKeys(env.TOKENFORMER_API_KEY ?? '', 'TOKENFORMER_API_KEY'),
+    ...(keyFile === undefined ? [] : parseApiKeys(readFileSync(keyFile, 'utf8'), keyFile)),
+  ];
+  if (keyFile !== undefined && apiKeys.length === 0)
+    fail('TF_ERR_BAD_ARGS', `--api-key-file: ${keyFile} holds no key`);
+  const corsFlag = flags['cors-origin'] ?? env.TOKENFORMER_CORS_ORIGINS ?? '';
+  const corsOrigins = parseCorsOrigins(
+    corsFlag,
+    flags['cors-origin'] ? '--cors-origin' : 'TOKENFORMER_CORS_ORIGINS',
+  );
   let registry: ModelRegistry | undefined;
 
   // The server listens while the model loads (/health answers, /ready is 503 until it is ready).
@@ -79,6 +105,8 @@ runMain(async () => {
     limits: { requestTimeoutMs },
     logger: { level: flags['log-level'] ?? env.LOG_LEVEL ?? 'info' },
     ...(env.TOKENFORMER_ADMIN_TOKEN ? { adminToken: env.TOKENFORMER_ADMIN_TOKEN } : {}),
+    ...(apiKeys.length > 0 ? { apiKeys } : {}),
+    ...(corsOrigins.length > 0 ? { corsOrigins } : {}),
   });
   const ctx = app.tokenformer;
 
@@ -121,6 +149,12 @@ runMain(async () => {
 
   const address = await app.listen({ host, port });
   app.log.info({ address }, `listening on ${address}`);
+  app.log.info(
+    { apiKeys: apiKeys.length, corsOrigins, adminRoutes: Boolean(env.TOKENFORMER_ADMIN_TOKEN) },
+    apiKeys.length > 0
+      ? `public routes need one of ${apiKeys.length} API keys`
+      : 'public routes are open (no API key)',
+  );
   try {
     // The registry loads the model (a checkpoint is exported into .cache once) and can swap it
     // later (POST /admin/swap) without dropping streams.
@@ -128,13 +162,25 @@ runMain(async () => {
       modelsRoot: modelsDir,
       cacheDir: '.cache',
       engine: { device, ...(threads > 0 ? { threads } : {}), maxSequences, maxQueue, prefillChunk },
+      drainTimeoutMs,
+      ...(memoryBudgetMb > 0 ? { memoryBudgetBytes: memoryBudgetMb * 1024 * 1024 } : {}),
       onProgress: (m) => app.log.info(m),
     });
     ctx.attachRegistry(registry);
-    registry.on('swap', (e: { result: string; reason?: string }) => {
-      if (e.result !== 'success')
-        app.log.warn({ reason: e.reason }, 'model swap failed; the old model keeps serving');
-    });
+    registry
+      .on('swap', (e: SwapEvent) => {
+        if (e.result !== 'success')
+          app.log.warn({ reason: e.reason }, 'model swap failed; the old model keeps serving');
+      })
+      .on('crash', (e: { reason: string }) =>
+        app.log.error({ reason: e.reason }, 'the model worker crashed; restarting it (open streams wait)'),
+      )
+      .on('restarted', (e: { crashes: number }) =>
+        app.log.info({ crashes: e.crashes }, 'the model worker was restarted; streams continue'),
+      )
+      .on('failed', (e: { reason: string }) =>
+        app.log.error({ reason: e.reason }, 'giving up on the model worker: the server is not ready'),
+      );
     const e = registry.model.engine;
     const exportDir = registry.model.exportDir;
     loaded(e);

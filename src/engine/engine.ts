@@ -1,10 +1,11 @@
 import { EventEmitter } from 'node:events';
 import { join } from 'node:path';
 import type { Worker } from 'node:worker_threads';
-import { type Manifest, readManifest } from '../export/export.ts';
+import { type Manifest, verifyExport } from '../export/export.ts';
 import { Tokenizer } from '../tokenizer/tokenizer.ts';
 import { type ErrorCode, fail, TokenFormerError } from '../util/errors.ts';
 import { startWorker } from '../util/worker.ts';
+import type { KvSnapshot } from './kv-cache.ts';
 import type { EngineStats, FromWorker, SequenceUpdate, ToWorker, WorkerConfig } from './protocol.ts';
 import type { SamplingParams } from './sampling/params.ts';
 import { type GenerationEvent, type TokenUpdate, textStream } from './text-stream.ts';
@@ -28,15 +29,32 @@ export interface EngineOptions {
 interface Stream {
   push(e: TokenUpdate | Error): void;
   update(u: SequenceUpdate): void;
+  /** Ends the stream without a finish (the sequence was detached to move to another model). */
+  end(): void;
 }
 
-/** Emits `admitted` (id, queueMs), `stats` (EngineStats) and `released` (id) for metrics and draining. */
+/** A sequence's token stream; `detach` moves it off this engine (see Engine.tokens). */
+export interface TokenStream extends AsyncIterable<TokenUpdate> {
+  /**
+   * Ends the sequence at the next token boundary: updates produced before it are still
+   * delivered, then the stream ends without a finish. Resolves with the sequence's KV cache when
+   * `withKv` and it was decoding, else null (also when it had already finished).
+   */
+  detach(withKv: boolean): Promise<KvSnapshot | null>;
+}
+
+/**
+ * Emits `admitted` (id, queueMs), `stats` (EngineStats) and `released` (id) for metrics and
+ * draining, and `crash` (Error) when the worker dies without being asked to.
+ */
 export class Engine extends EventEmitter {
   private readonly streams = new Map<number, Stream>();
+  private readonly detaching = new Map<number, (snap: KvSnapshot | null) => void>();
   private readonly active = new Set<number>();
   private nextId = 1;
   private latest: EngineStats = { running: 0, waiting: 0, kvUsage: 0, kvBytes: 0, kvBytesPerToken: 0 };
   private dead: Error | undefined;
+  private closing = false;
 
   private constructor(
     private readonly worker: Worker,
@@ -53,7 +71,7 @@ export class Engine extends EventEmitter {
 
   /** Loads an export directory in a new worker; resolves once the model is ready. */
   static async start(opts: EngineOptions): Promise<Engine> {
-    const manifest = readManifest(opts.exportDir);
+    const manifest = await verifyExport(opts.exportDir); // checksums: refuse a damaged model up front
     if (!manifest.tokenizer)
       fail(
         'TF_ERR_BAD_CHECKPOINT',
@@ -93,15 +111,19 @@ export class Engine extends EventEmitter {
     return this.manifest.tokenizer?.eos_token_id ?? this.tokenizer.eosTokenId;
   }
 
-  private post(m: ToWorker): void {
-    this.worker.postMessage(m);
+  private post(m: ToWorker, transfer: ArrayBuffer[] = []): void {
+    this.worker.postMessage(m, transfer);
   }
 
   private die(err: Error): void {
     if (this.dead) return;
     this.dead = err;
+    // Not asked to stop: the worker crashed (a supervisor restarts the model; see ModelRegistry).
+    if (!this.closing) this.emit('crash', err);
     for (const s of this.streams.values()) s.push(new TokenFormerError('TF_ERR_RUNTIME', err.message));
     this.streams.clear();
+    for (const done of this.detaching.values()) done(null);
+    this.detaching.clear();
   }
 
   private onMessage(m: FromWorker): void {
@@ -118,8 +140,15 @@ export class Engine extends EventEmitter {
         this.streams.get(m.id)?.push(new TokenFormerError(m.code as ErrorCode, m.message));
         this.streams.delete(m.id);
         break;
+      case 'detached':
+        this.streams.get(m.id)?.end();
+        this.streams.delete(m.id);
+        this.detaching.get(m.id)?.(m.snapshot);
+        this.detaching.delete(m.id);
+        break;
       case 'fatal':
         this.die(new Error(m.message));
+        void this.worker.terminate(); // its loop has stopped; free the model
         break;
       case 'ready':
         break;
@@ -144,12 +173,17 @@ export class Engine extends EventEmitter {
     });
   }
 
-  /** The raw token stream of one sequence (no text): what `generate` and migration build on. */
+  /**
+   * The raw token stream of one sequence (no text): what `generate` and migration build on.
+   * `resume` starts it from another model's KV cache (a lossless move): the prompt's last token
+   * is fed next and the snapshot holds the cache of every token before it.
+   */
   tokens(
     prompt: readonly number[],
     params: SamplingParams,
     signal?: AbortSignal,
-  ): AsyncIterable<TokenUpdate> {
+    resume?: KvSnapshot,
+  ): TokenStream {
     if (this.dead)
       throw new TokenFormerError('TF_ERR_RUNTIME', `the model worker is not running: ${this.dead.message}`);
     const id = this.nextId++;
@@ -160,6 +194,12 @@ export class Engine extends EventEmitter {
       queue.push(e);
       wake?.();
     };
+    // The sequence is over in the worker (finished, cancelled or detached): this engine owes the
+    // stream nothing more, even if its consumer has not read the last updates (drains wait on it).
+    const release = () => {
+      signal?.removeEventListener('abort', cancel);
+      if (this.active.delete(id)) this.emit('released', id);
+    };
     this.streams.set(id, {
       push,
       update: (u) => {
@@ -167,8 +207,14 @@ export class Engine extends EventEmitter {
         if (u.finish) {
           finished = true;
           this.streams.delete(id);
+          release();
         }
         push({ tokens: u.tokens, ...(u.finish ? { finish: u.finish } : {}) });
+      },
+      end: () => {
+        finished = true;
+        release();
+        wake?.();
       },
     });
     this.active.add(id);
@@ -178,16 +224,23 @@ export class Engine extends EventEmitter {
         this.streams.delete(id);
         this.post({ type: 'cancel', id });
       }
-      this.active.delete(id);
-      this.emit('released', id);
+      release();
       wake?.();
     };
     if (signal?.aborted) cancel();
     else {
       signal?.addEventListener('abort', cancel, { once: true });
-      this.post({ type: 'add', id, prompt: [...prompt], params });
+      const transfer = resume ? [...resume.keys, ...resume.values].map((a) => a.buffer as ArrayBuffer) : [];
+      this.post({ type: 'add', id, prompt: [...prompt], params, ...(resume ? { resume } : {}) }, transfer);
     }
     return {
+      detach: (withKv) => {
+        if (finished || this.dead) return Promise.resolve(null);
+        return new Promise((done) => {
+          this.detaching.set(id, done);
+          this.post({ type: 'detach', id, withKv });
+        });
+      },
       [Symbol.asyncIterator]: () => ({
         next: async (): Promise<IteratorResult<TokenUpdate>> => {
           for (;;) {
@@ -198,8 +251,7 @@ export class Engine extends EventEmitter {
             }
             if (e) return { value: e, done: false };
             if (finished) {
-              signal?.removeEventListener('abort', cancel);
-              if (this.active.delete(id)) this.emit('released', id);
+              release();
               return { value: undefined, done: true };
             }
             await new Promise<void>((r) => {
@@ -209,7 +261,6 @@ export class Engine extends EventEmitter {
           }
         },
         return: async (): Promise<IteratorResult<TokenUpdate>> => {
-          signal?.removeEventListener('abort', cancel);
           cancel(); // a consumer that stops early (stop string, client gone) frees the sequence
           return { value: undefined, done: true };
         },
@@ -222,8 +273,27 @@ export class Engine extends EventEmitter {
     return this.active.size;
   }
 
+  /** True once the worker died without being asked to stop. */
+  get crashed(): boolean {
+    return this.dead !== undefined && !this.closing;
+  }
+
+  /**
+   * Fault injection for the supervisor's tests: the worker dies of an uncaught error at its next
+   * step boundary, as a crash would (no `close`): open streams fail and `crash` is emitted.
+   * Not `worker.terminate()`: tearing a worker thread down while onnxruntime-node runs aborts
+   * the whole process (measured here: "terminate called after throwing Napi::Error").
+   */
+  async kill(): Promise<void> {
+    if (this.dead) return;
+    const exited = new Promise<void>((r) => this.worker.once('exit', () => r()));
+    this.post({ type: 'crash' });
+    await exited;
+  }
+
   /** Stops the worker (after the current step). */
   async close(): Promise<void> {
+    this.closing = true;
     if (this.dead) return;
     this.post({ type: 'shutdown' });
     await new Promise<void>((r) => this.worker.once('exit', () => r()));

@@ -60,6 +60,19 @@ export interface KvCacheStats {
   usage: number;
 }
 
+/**
+ * One sequence's cached keys and values, compact (no capacity padding): per layer, keys
+ * [H, Dh, length] and values [H, length, Dh]. What a lossless hot swap moves between models.
+ */
+export interface KvSnapshot {
+  length: number;
+  layers: number;
+  heads: number;
+  headDim: number;
+  keys: Float32Array[];
+  values: Float32Array[];
+}
+
 export const DEFAULT_INITIAL_CAPACITY = 64;
 
 export class KvCache {
@@ -313,6 +326,57 @@ export class KvCache {
     this.checkSlot(slot);
     invariant(this.lengths[slot]! + count <= this.cap, 'advance past capacity');
     this.lengths[slot] = this.lengths[slot]! + count;
+  }
+
+  /** Copies a slot's cached positions out, compact (see KvSnapshot). */
+  read(slot: number): KvSnapshot {
+    this.checkSlot(slot);
+    const { heads: h, headDim: dh, cap } = this;
+    const len = this.lengths[slot]!;
+    const base = slot * this.slotSize();
+    const keys: Float32Array[] = [];
+    const values: Float32Array[] = [];
+    for (let l = 0; l < this.layers; l++) {
+      const k = new Float32Array(h * dh * len);
+      for (let r = 0; r < h * dh; r++)
+        k.set(this.keys[l]!.subarray(base + r * cap, base + r * cap + len), r * len);
+      const v = new Float32Array(h * len * dh);
+      for (let hh = 0; hh < h; hh++) {
+        const src = base + hh * cap * dh;
+        v.set(this.values[l]!.subarray(src, src + len * dh), hh * len * dh);
+      }
+      keys.push(k);
+      values.push(v);
+    }
+    return { length: len, layers: this.layers, heads: h, headDim: dh, keys, values };
+  }
+
+  /** Fills an empty slot from a snapshot of the same shape (the inverse of `read`). */
+  write(slot: number, snap: KvSnapshot): void {
+    this.checkSlot(slot);
+    const { heads: h, headDim: dh } = this;
+    if (snap.layers !== this.layers || snap.heads !== h || snap.headDim !== dh) {
+      fail(
+        'TF_ERR_BAD_ARGS',
+        `KV snapshot of ${snap.layers} layers × ${snap.heads} heads × ${snap.headDim} does not fit a cache of ${this.layers} × ${h} × ${dh}`,
+      );
+    }
+    invariant(this.lengths[slot] === 0, 'KV snapshot written into a slot in use');
+    const len = snap.length;
+    this.reserve(len);
+    const cap = this.cap;
+    const base = slot * this.slotSize();
+    for (let l = 0; l < this.layers; l++) {
+      const [k, v] = [snap.keys[l]!, snap.values[l]!];
+      invariant(
+        k.length === h * dh * len && v.length === h * len * dh,
+        'KV snapshot buffers of the wrong size',
+      );
+      for (let r = 0; r < h * dh; r++) this.keys[l]!.set(k.subarray(r * len, (r + 1) * len), base + r * cap);
+      for (let hh = 0; hh < h; hh++)
+        this.values[l]!.set(v.subarray(hh * len * dh, (hh + 1) * len * dh), base + hh * cap * dh);
+    }
+    this.lengths[slot] = len;
   }
 
   /** Zero-copy views of `count` contiguous slots from `firstSlot`, for the decoder's inputs. */

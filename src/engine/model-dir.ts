@@ -1,13 +1,14 @@
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { exportCheckpoint, MANIFEST_FILE } from '../export/export.ts';
+import { exportCheckpoint, MANIFEST_FILE, verifyExport } from '../export/export.ts';
 import { CONFIG_FILE, readCheckpointMeta, WEIGHTS_FILE, weightsChecksum } from '../model/checkpoint.ts';
-import { fail } from '../util/errors.ts';
+import { fail, TokenFormerError } from '../util/errors.ts';
 
 /**
  * `--model DIR` takes an export directory (manifest.json) or a checkpoint directory; a
- * checkpoint is exported once into the cache, keyed by its config and weights, and reused.
+ * checkpoint is exported once into the cache, keyed by its config and weights, and reused; a
+ * cached export that fails verification (damaged on disk) is exported again.
  */
 export async function resolveExportDir(
   dir: string,
@@ -32,7 +33,16 @@ export async function resolveExportDir(
   const out = resolve(cacheRoot, 'exports', key);
   if (!existsSync(join(out, MANIFEST_FILE))) {
     onProgress?.(`exporting ${dir} → ${out} (first use)`);
-    await exportCheckpoint(dir, out);
+  } else {
+    try {
+      await verifyExport(out);
+      return out;
+    } catch (err) {
+      if (!(err instanceof TokenFormerError)) throw err;
+      // The checkpoint is the source of truth; the cache is only derived from it.
+      onProgress?.(`the cached export failed verification (${err.message}); re-exporting ${dir} → ${out}`);
+    }
   }
+  await exportCheckpoint(dir, out);
   return out;
 }

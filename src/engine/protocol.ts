@@ -1,9 +1,11 @@
+import type { KvSnapshot } from './kv-cache.ts';
 import type { SamplingParams } from './sampling/params.ts';
 import type { TokenLogprob } from './sampling/sampler.ts';
 
 /**
  * Messages between the engine (main thread) and its model worker. They carry token ids and a
- * few numbers, never tensors: logits stay in the worker, text stays on the main thread.
+ * few numbers: logits stay in the worker, text stays on the main thread. The one tensor that
+ * travels is a sequence's KV cache in a lossless hot swap (transferred, not copied).
  */
 
 export interface WorkerConfig {
@@ -20,9 +22,14 @@ export interface WorkerConfig {
 }
 
 export type ToWorker =
-  | { type: 'add'; id: number; prompt: number[]; params: SamplingParams }
+  /** With `resume`: a lossless move from another model (see Scheduler.add). */
+  | { type: 'add'; id: number; prompt: number[]; params: SamplingParams; resume?: KvSnapshot }
   | { type: 'cancel'; id: number }
-  | { type: 'shutdown' };
+  /** Ends a sequence at the next token boundary, handing over its KV cache when `withKv`. */
+  | { type: 'detach'; id: number; withKv: boolean }
+  | { type: 'shutdown' }
+  /** Fault injection (Engine.kill): the worker dies of an uncaught error at its next step boundary. */
+  | { type: 'crash' };
 
 export type FinishReason = 'stop' | 'length';
 
@@ -51,4 +58,5 @@ export type FromWorker =
   | { type: 'admitted'; id: number; queueMs: number }
   | { type: 'step'; updates: SequenceUpdate[]; stats: EngineStats }
   | { type: 'rejected'; id: number; code: string; message: string }
+  | { type: 'detached'; id: number; snapshot: KvSnapshot | null }
   | { type: 'fatal'; message: string };

@@ -12,7 +12,7 @@ import {
 import { type Manifest, readManifest } from '../export/export.ts';
 import { headDim, type TokenFormerConfig } from '../model/config.ts';
 import { fail, TokenFormerError } from '../util/errors.ts';
-import { KvCache, type KvCacheStats } from './kv-cache.ts';
+import { KvCache, type KvCacheStats, type KvSnapshot } from './kv-cache.ts';
 import { type Device, type Feed, OrtSession } from './ort.ts';
 
 /**
@@ -121,6 +121,31 @@ export class ModelRunner {
     const id = this.nextId++;
     this.slotOf.set(id, slot);
     this.idAt[slot] = id;
+    return id;
+  }
+
+  /** Copies a sequence's KV cache out (for a lossless move to another model). */
+  snapshot(id: number): KvSnapshot {
+    return this.cache.read(this.slotFor(id));
+  }
+
+  /**
+   * Starts a sequence from another model's KV cache (same layer/head shapes, and the same keys
+   * and values for the same tokens — the caller checks the models allow it).
+   */
+  addSequenceFrom(snap: KvSnapshot): number {
+    if (snap.length > this.config.max_seq_len)
+      fail(
+        'TF_ERR_CONTEXT_LENGTH',
+        `a KV snapshot of ${snap.length} positions exceeds max_seq_len ${this.config.max_seq_len}`,
+      );
+    const id = this.addSequence();
+    try {
+      this.cache.write(this.slotFor(id), snap);
+    } catch (err) {
+      this.free(id);
+      throw err;
+    }
     return id;
   }
 

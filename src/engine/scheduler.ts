@@ -1,4 +1,5 @@
 import { fail } from '../util/errors.ts';
+import type { KvSnapshot } from './kv-cache.ts';
 import type { FinishReason, GeneratedToken, SequenceUpdate } from './protocol.ts';
 import type { SamplingParams } from './sampling/params.ts';
 import { Sampler } from './sampling/sampler.ts';
@@ -17,6 +18,9 @@ export interface DecodeModel {
   readonly vocabSize: number;
   readonly config: { max_seq_len: number };
   addSequence(): number;
+  /** Starts a sequence from another model's KV cache (a lossless hot swap). */
+  addSequenceFrom(snap: KvSnapshot): number;
+  snapshot(id: number): KvSnapshot;
   prefill(id: number, tokens: readonly number[], chunkSize?: number): Promise<Float32Array>;
   decode(ids: readonly number[], tokens: readonly number[]): Promise<Float32Array>;
   release(id: number): void;
@@ -38,6 +42,14 @@ interface Sequence {
   /** The sampled token not yet fed to the model. */
   pending?: number;
   generated: number;
+  /** Moved from another model: the KV cache of all prompt tokens but the last, which is pending. */
+  resume?: KvSnapshot;
+}
+
+interface Detach {
+  id: number;
+  withKv: boolean;
+  done: (snap: KvSnapshot | null) => void;
 }
 
 export interface SchedulerOptions {
@@ -55,6 +67,7 @@ export interface StepResult {
 export class Scheduler {
   private readonly waiting: Sequence[] = [];
   private readonly active = new Map<number, Sequence>();
+  private detaching: Detach[] = [];
 
   constructor(
     private readonly model: DecodeModel,
@@ -68,11 +81,15 @@ export class Scheduler {
     return this.waiting.length;
   }
   get idle(): boolean {
-    return this.active.size === 0 && this.waiting.length === 0;
+    return this.active.size === 0 && this.waiting.length === 0 && this.detaching.length === 0;
   }
 
-  /** Queues a request; refuses it when the queue is full or the prompt cannot fit. */
-  add(id: number, prompt: number[], params: SamplingParams): void {
+  /**
+   * Queues a request; refuses it when the queue is full or the prompt cannot fit. With `resume`
+   * (a lossless move from another model) the prompt's last token is the one to feed next and
+   * the snapshot holds the cache of all tokens before it: no prefill.
+   */
+  add(id: number, prompt: number[], params: SamplingParams, resume?: KvSnapshot): void {
     // Requests that free slots will take at the next step do not count as queued.
     const freeSlots = Math.max(0, this.opts.maxSequences - this.active.size);
     if (this.waiting.length >= this.opts.maxQueue + freeSlots) {
@@ -86,6 +103,11 @@ export class Scheduler {
         `the prompt has ${prompt.length} tokens; the model's context is ${max} (prompt + at least one generated token)`,
       );
     }
+    if (resume && resume.length !== prompt.length - 1)
+      fail(
+        'TF_ERR_BAD_ARGS',
+        `a KV snapshot of ${resume.length} positions does not fit a ${prompt.length}-token prompt`,
+      );
     const sampler = new Sampler(params, prompt, this.model.vocabSize);
     this.waiting.push({
       id,
@@ -96,7 +118,36 @@ export class Scheduler {
       arrived: performance.now(),
       prefilled: 0,
       generated: 0,
+      ...(resume ? { resume } : {}),
     });
+  }
+
+  /**
+   * Ends a request at the next token boundary (the start of the next step) and hands over its KV
+   * cache when `withKv` and it has one (it is decoding); otherwise null. Unknown ids: null.
+   */
+  detach(id: number, withKv: boolean): Promise<KvSnapshot | null> {
+    if (!this.active.has(id) && !this.waiting.some((s) => s.id === id)) return Promise.resolve(null);
+    return new Promise((done) => this.detaching.push({ id, withKv, done }));
+  }
+
+  /** A moved KV cache that does not fit this model (it should not happen) is prefilled instead. */
+  private resume(snap: KvSnapshot): number | undefined {
+    try {
+      return this.model.addSequenceFrom(snap);
+    } catch {
+      return undefined;
+    }
+  }
+
+  private takeDetached(): void {
+    for (const d of this.detaching.splice(0)) {
+      const s = this.active.get(d.id);
+      const decoding = s?.status === 'running' && s.pending !== undefined;
+      const snap = d.withKv && decoding ? this.model.snapshot(s.runnerId!) : null;
+      this.cancel(d.id);
+      d.done(snap);
+    }
   }
 
   /** Ends a request now; its slot is free for the next step. Unknown ids are ignored. */
@@ -136,11 +187,21 @@ export class Scheduler {
   async step(): Promise<StepResult> {
     const updates: SequenceUpdate[] = [];
     const admitted: StepResult['admitted'] = [];
+    this.takeDetached();
     // Admit while slots are free.
     while (this.waiting.length && this.active.size < this.opts.maxSequences) {
       const s = this.waiting.shift()!;
-      s.runnerId = this.model.addSequence();
-      s.status = 'prefilling';
+      const resumed = s.resume ? this.resume(s.resume) : undefined;
+      s.resume = undefined;
+      if (resumed !== undefined) {
+        s.runnerId = resumed;
+        s.prefilled = s.prompt.length;
+        s.pending = s.prompt[s.prompt.length - 1];
+        s.status = 'running';
+      } else {
+        s.runnerId = this.model.addSequence();
+        s.status = 'prefilling';
+      }
       this.active.set(s.id, s);
       admitted.push({ id: s.id, queueMs: performance.now() - s.arrived });
     }

@@ -11,14 +11,27 @@ import { StopMatcher } from './sampling/stop.ts';
  * Leaving the loop early (a stop string) returns the source, which cancels the sequence.
  */
 
+/** Which model produced a stream's tokens (a stream can move between models during a swap). */
+export interface ModelRef {
+  name: string;
+  version: string;
+}
+
 export interface TokenUpdate {
   tokens: GeneratedToken[];
   finish?: FinishReason;
+  model?: ModelRef;
 }
 
 export type GenerationEvent =
-  | { type: 'delta'; text: string; tokens: GeneratedToken[] }
-  | { type: 'done'; finishReason: FinishReason; promptTokens: number; completionTokens: number };
+  | { type: 'delta'; text: string; tokens: GeneratedToken[]; model?: ModelRef }
+  | {
+      type: 'done';
+      finishReason: FinishReason;
+      promptTokens: number;
+      completionTokens: number;
+      model?: ModelRef;
+    };
 
 export async function* textStream(
   source: AsyncIterable<TokenUpdate>,
@@ -28,6 +41,7 @@ export async function* textStream(
   const stop = new StopMatcher(opts.params.stop);
   let completion = 0;
   for await (const u of source) {
+    const by = u.model ? { model: u.model } : {};
     let text = '';
     for (const t of u.tokens) {
       completion++;
@@ -37,25 +51,27 @@ export async function* textStream(
     if (u.finish) text += detok.flush();
     const r = stop.push(text);
     if (r.stopped) {
-      yield { type: 'delta', text: r.emit, tokens: u.tokens };
+      yield { type: 'delta', text: r.emit, tokens: u.tokens, ...by };
       yield {
         type: 'done',
         finishReason: 'stop',
         promptTokens: opts.promptTokens,
         completionTokens: completion,
+        ...by,
       };
       return; // the for-await's return() cancels the sequence
     }
     if (u.finish) {
-      yield { type: 'delta', text: r.emit + stop.flush(), tokens: u.tokens };
+      yield { type: 'delta', text: r.emit + stop.flush(), tokens: u.tokens, ...by };
       yield {
         type: 'done',
         finishReason: u.finish,
         promptTokens: opts.promptTokens,
         completionTokens: completion,
+        ...by,
       };
       return;
     }
-    if (r.emit || u.tokens.length) yield { type: 'delta', text: r.emit, tokens: u.tokens };
+    if (r.emit || u.tokens.length) yield { type: 'delta', text: r.emit, tokens: u.tokens, ...by };
   }
 }

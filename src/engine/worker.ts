@@ -42,6 +42,11 @@ async function main(): Promise<void> {
   };
   let looping = false;
   let closing = false;
+  let crashing = false;
+  const crash = () =>
+    setImmediate(() => {
+      throw new Error('injected crash (Engine.kill)');
+    });
 
   const loop = async () => {
     if (looping) return;
@@ -51,6 +56,7 @@ async function main(): Promise<void> {
         const r = await scheduler.step();
         for (const a of r.admitted) send({ type: 'admitted', ...a });
         sendStep(r.updates);
+        if (crashing) return crash();
         await new Promise((r) => setImmediate(r)); // take in adds and cancels
       }
     } catch (err) {
@@ -64,7 +70,7 @@ async function main(): Promise<void> {
     switch (m.type) {
       case 'add':
         try {
-          scheduler.add(m.id, m.prompt, m.params);
+          scheduler.add(m.id, m.prompt, m.params, m.resume);
           void loop();
         } catch (err) {
           const e =
@@ -72,9 +78,23 @@ async function main(): Promise<void> {
           send({ type: 'rejected', id: m.id, code: e.code, message: e.message });
         }
         break;
+      case 'detach':
+        void scheduler.detach(m.id, m.withKv).then((snapshot) => {
+          const transfer = snapshot
+            ? [...snapshot.keys, ...snapshot.values].map((a) => a.buffer as ArrayBuffer)
+            : [];
+          port.postMessage({ type: 'detached', id: m.id, snapshot } satisfies FromWorker, transfer);
+        });
+        void loop();
+        break;
       case 'cancel':
         scheduler.cancel(m.id);
         sendStep([]); // the freed slot shows in the stats at once
+        break;
+      case 'crash':
+        // Never mid-run: a worker thread torn down while onnxruntime runs aborts the process.
+        crashing = true;
+        if (!looping) crash();
         break;
       case 'shutdown':
         closing = true;

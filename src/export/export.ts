@@ -1,12 +1,24 @@
-import { closeSync, copyFileSync, existsSync, openSync, readFileSync, writeSync } from 'node:fs';
-import { join } from 'node:path';
+import { createHash } from 'node:crypto';
+import {
+  closeSync,
+  copyFileSync,
+  createReadStream,
+  existsSync,
+  openSync,
+  readFileSync,
+  statSync,
+  writeSync,
+} from 'node:fs';
+import { basename, isAbsolute, join, normalize } from 'node:path';
 import type { GraphBuilder } from '../graph/builder.ts';
 import { ONNX_OPSET, serializeModel } from '../graph/serialize.ts';
 import type { Value } from '../graph/types.ts';
 import {
   type Checkpoint,
   fileSha256,
+  type Lineage,
   loadCheckpoint,
+  type Provenance,
   TOKENIZER_FILE,
   weightsChecksum,
 } from '../model/checkpoint.ts';
@@ -46,6 +58,11 @@ export interface GraphEntry {
   file: string;
   external_data: string | null;
   sha256: string;
+  /** Size of `file`; absent in manifests written before sizes were recorded. */
+  bytes?: number;
+  /** Checksum and size of `external_data` (absent in older manifests, null without one). */
+  external_data_sha256?: string | null;
+  external_data_bytes?: number | null;
   inputs: GraphIO[];
   outputs: GraphIO[];
 }
@@ -55,8 +72,15 @@ export interface Manifest {
   format_version: 1;
   model: TokenFormerConfig;
   parameters: number;
-  tokenizer: { file: string; eos_token_id: number | null; sha256: string } | null;
-  source: { checkpoint: string; weights_sha256: string; step: number };
+  tokenizer: { file: string; eos_token_id: number | null; sha256: string; bytes?: number } | null;
+  /** The checkpoint exported; `provenance` and `parent` (lineage) are copied from its config. */
+  source: {
+    checkpoint: string;
+    weights_sha256: string;
+    step: number;
+    provenance?: Provenance;
+    parent?: Lineage | null;
+  };
   onnx: { opset: number; custom_ops: string[] };
   graphs: GraphEntry[];
   created: string;
@@ -115,6 +139,9 @@ function writeGraph(
     file,
     external_data: external ? dataFile : null,
     sha256: fileSha256(join(dir, file)),
+    bytes: statSync(join(dir, file)).size,
+    external_data_sha256: external ? fileSha256(join(dir, dataFile)) : null,
+    external_data_bytes: external ? statSync(join(dir, dataFile)).size : null,
     inputs: g.inputs.map(io),
     outputs: g.outputs.map(io),
   };
@@ -152,9 +179,16 @@ export async function exportModel(
             file: TOKENIZER_FILE,
             eos_token_id: ckpt.meta.tokenizer?.eos_token_id ?? null,
             sha256: fileSha256(join(tmp, TOKENIZER_FILE)),
+            bytes: statSync(join(tmp, TOKENIZER_FILE)).size,
           }
         : null,
-      source: { checkpoint: ckpt.dir, weights_sha256: weightsChecksum(ckpt.dir), step: ckpt.meta.step },
+      source: {
+        checkpoint: ckpt.dir,
+        weights_sha256: weightsChecksum(ckpt.dir),
+        step: ckpt.meta.step,
+        provenance: ckpt.meta.provenance,
+        parent: ckpt.meta.parent,
+      },
       onnx: { opset: ONNX_OPSET, custom_ops: [`${PATTENTION_DOMAIN}::Pattention`] },
       graphs,
       created: new Date().toISOString(),
@@ -180,11 +214,17 @@ export async function exportCheckpoint(
  */
 export function readManifest(exportDir: string): Manifest {
   const path = join(exportDir, MANIFEST_FILE);
-  let raw: unknown;
+  let text: string;
   try {
-    raw = JSON.parse(readFileSync(path, 'utf8'));
+    text = readFileSync(path, 'utf8');
   } catch (err) {
     fail('TF_ERR_NOT_FOUND', `cannot read ${path}: ${(err as Error).message}`, err);
+  }
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (err) {
+    fail('TF_ERR_BAD_CHECKPOINT', `${path}: not valid JSON (${(err as Error).message})`, err);
   }
   const m = raw as Partial<Manifest> | null;
   if (m?.format !== EXPORT_FORMAT || m.format_version !== 1) {
@@ -192,4 +232,77 @@ export function readManifest(exportDir: string): Manifest {
   }
   if (!Array.isArray(m.graphs)) fail('TF_ERR_BAD_CHECKPOINT', `${path}: "graphs" must be an array`);
   return { ...(m as Manifest), model: validateModelConfig(m.model, `${path} (model)`) };
+}
+
+/** A file the manifest lists, with what it must be (`bytes`/`sha256` unknown in older manifests). */
+interface ListedFile {
+  file: string;
+  bytes: number | undefined;
+  sha256: string | undefined;
+}
+
+function listedFiles(m: Manifest): ListedFile[] {
+  const files: ListedFile[] = [];
+  for (const g of m.graphs) {
+    files.push({ file: g.file, bytes: g.bytes, sha256: g.sha256 });
+    if (g.external_data) {
+      files.push({
+        file: g.external_data,
+        bytes: g.external_data_bytes ?? undefined,
+        sha256: g.external_data_sha256 ?? undefined,
+      });
+    }
+  }
+  if (m.tokenizer)
+    files.push({ file: m.tokenizer.file, bytes: m.tokenizer.bytes, sha256: m.tokenizer.sha256 });
+  return files;
+}
+
+/** Streams the file through SHA-256 without holding it (weights can be many GB). */
+async function streamSha256(path: string): Promise<string> {
+  const h = createHash('sha256');
+  for await (const chunk of createReadStream(path, { highWaterMark: 1 << 22 })) h.update(chunk as Buffer);
+  return h.digest('hex');
+}
+
+/**
+ * Reads the manifest and checks every file it lists — graphs, their external data, the tokenizer
+ * — exists with the recorded size and SHA-256, so a truncated, corrupted or mismatched model is
+ * refused with the reason before onnxruntime sees it. Hashing streams, so the event loop keeps
+ * serving while a swap verifies a large model. Errors name the model directory (not its full
+ * path), the file and the problem.
+ */
+export async function verifyExport(exportDir: string): Promise<Manifest> {
+  const manifest = readManifest(exportDir);
+  const where = `model "${basename(exportDir)}"`;
+  const bad = (message: string): never =>
+    fail('TF_ERR_BAD_CHECKPOINT', `${where}: ${message}; re-export it from its checkpoint`);
+  for (const f of listedFiles(manifest)) {
+    if (typeof f.file !== 'string' || isAbsolute(f.file) || /^\.\.([/\\]|$)/.test(normalize(f.file))) {
+      bad(`the manifest lists ${JSON.stringify(f.file)}, not a file inside the model directory`);
+    }
+    const path = join(exportDir, f.file);
+    let size: number;
+    try {
+      const st = statSync(path);
+      if (!st.isFile()) bad(`${f.file} is not a file`);
+      size = st.size;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') bad(`${f.file} is missing`);
+      throw err;
+    }
+    if (f.bytes !== undefined && size < f.bytes) bad(`${f.file} is truncated: ${size} of ${f.bytes} bytes`);
+    if (f.bytes !== undefined && size > f.bytes)
+      bad(`${f.file} has ${size} bytes, the manifest lists ${f.bytes}`);
+    if (f.sha256 !== undefined) {
+      const actual = await streamSha256(path);
+      if (actual !== f.sha256) {
+        bad(
+          `${f.file} checksum mismatch (sha256 ${actual.slice(0, 12)}…, the manifest lists ` +
+            `${f.sha256.slice(0, 12)}…): the file is corrupted or belongs to another model`,
+        );
+      }
+    }
+  }
+  return manifest;
 }

@@ -22,6 +22,11 @@ export interface Provenance {
   source: string;
   /** Free-form details (the imported path, the training command, …). */
   detail?: string;
+  /**
+   * For `grow`: how new tokens were initialised. `zero` + `keep` preserves the parent's function
+   * exactly (and its keys/values, so a hot swap can move KV caches as they are).
+   */
+  growth?: { init: 'zero' | 'random'; tau: 'keep' | 'recompute' };
   created: string;
 }
 

@@ -220,6 +220,7 @@ export function growCheckpoint(
       detail:
         `grew parameter tokens ${grew} from ${parent.path} (step ${parent.step}); new keys ${opts.init}, ` +
         `new values N(0, ${valueStd.toPrecision(4)}²), tau ${opts.tau}, optimizer ${optimizer}, seed ${opts.seed}`,
+      growth: { init: opts.init, tau: opts.tau },
       created: new Date().toISOString(),
     },
     step: ck.meta.step,

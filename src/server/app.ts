@@ -1,9 +1,15 @@
 import { randomUUID } from 'node:crypto';
+import { STATUS_CODES } from 'node:http';
+import type { Socket } from 'node:net';
+import cors from '@fastify/cors';
 import websocket from '@fastify/websocket';
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
 import type { Engine } from '../engine/engine.ts';
+import { fail } from '../util/errors.ts';
+import { bearerToken, matchesAny, selectWsProtocol, wsProtocolKey } from './auth.ts';
 import { DEFAULT_LIMITS, ServerContext, type ServerLimits } from './context.ts';
-import { ApiError, toApiError } from './errors.ts';
+import { SERVE_DEFAULTS } from './defaults.ts';
+import { API_ERRORS, ApiError, type ApiErrorCode, toApiError } from './errors.ts';
 import { ServerMetrics } from './metrics.ts';
 import { onResponseClose } from './response.ts';
 import { adminRoute } from './routes/admin.ts';
@@ -33,7 +39,24 @@ export interface AppOptions {
   logger?: FastifyServerOptions['logger'];
   /** Bearer token of the admin routes; they answer 403 without one. */
   adminToken?: string;
+  /**
+   * API keys of the public routes (several, so a key can be rotated): every route but /health,
+   * /ready, /metrics and the admin routes then needs `Authorization: Bearer KEY` (a WebSocket may
+   * offer the subprotocol `bearer.KEY` instead). Off unless given.
+   */
+  apiKeys?: readonly string[];
+  /** Origins allowed by CORS (`*` for any); no CORS headers at all unless given. */
+  corsOrigins?: readonly string[];
 }
+
+/** Probes and Prometheus scrape without credentials; the admin routes check their own token. */
+const OPEN_ROUTES = new Set<string>([
+  SERVE_DEFAULTS.healthPath,
+  SERVE_DEFAULTS.readyPath,
+  SERVE_DEFAULTS.metricsPath,
+]);
+const isOpen = (route: string | undefined) =>
+  route !== undefined && (OPEN_ROUTES.has(route) || route.startsWith('/admin/'));
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -43,9 +66,23 @@ declare module 'fastify' {
 
 export function buildApp(opts: AppOptions): FastifyInstance {
   const limits: ServerLimits = { ...DEFAULT_LIMITS, ...opts.limits };
+  const apiKeys = opts.apiKeys;
+  const corsOrigins = opts.corsOrigins?.length ? opts.corsOrigins : undefined;
+  if (apiKeys?.length === 0) fail('TF_ERR_BAD_ARGS', 'apiKeys is empty: leave it out to serve without keys');
   const app = Fastify({
     logger: opts.logger ?? false,
     bodyLimit: limits.bodyLimitBytes,
+    // Node's own HTTP limits: oversized heads get 431, slow heads (slowloris) and slow bodies 408.
+    http: {
+      maxHeaderSize: limits.maxHeaderBytes,
+      headersTimeout: limits.headersTimeoutMs,
+      requestTimeout: limits.receiveTimeoutMs,
+      // How often Node looks for timed-out requests (its default, 30 s, would outlast the limits).
+      connectionsCheckingInterval: 1_000,
+    },
+    requestTimeout: limits.receiveTimeoutMs,
+    keepAliveTimeout: limits.keepAliveTimeoutMs,
+    clientErrorHandler: (err, socket) => answerClientError(err, socket, limits),
     requestIdHeader: 'x-request-id',
     genReqId: () => randomUUID(),
     // Our own handlers answer during a drain (in the OpenAI error shape, /health still 200).
@@ -79,8 +116,48 @@ export function buildApp(opts: AppOptions): FastifyInstance {
     });
   });
 
+  // After the counting hook, so refused requests are counted too.
+  if (apiKeys) {
+    app.addHook('onRequest', async (request) => {
+      if (isOpen(request.routeOptions.url)) return;
+      // CORS preflights carry no credentials; @fastify/cors answers them.
+      if (corsOrigins && request.method === 'OPTIONS') return;
+      const given =
+        bearerToken(request.headers.authorization) ??
+        wsProtocolKey(request.headers['sec-websocket-protocol']);
+      if (given === undefined)
+        throw new ApiError('TF_ERR_UNAUTHORIZED', 'an API key is required: send Authorization: Bearer KEY');
+      if (!matchesAny(given, apiKeys)) throw new ApiError('TF_ERR_UNAUTHORIZED', 'the API key is not valid');
+    });
+  }
+  // Browsers apply no CORS to WebSockets: another site's page could open one and read the answers.
+  app.addHook('onRequest', async (request) => {
+    if (request.headers.upgrade?.toLowerCase() !== 'websocket') return;
+    const origin = request.headers.origin;
+    if (origin === undefined || sameOrigin(origin, request.headers.host) || corsOrigins?.includes('*'))
+      return;
+    if (corsOrigins?.includes(origin)) return;
+    throw new ApiError(
+      'TF_ERR_FORBIDDEN',
+      `WebSocket connections from ${JSON.stringify(origin)} are not allowed (see --cors-origin)`,
+    );
+  });
+  if (corsOrigins) {
+    app.register(cors, {
+      origin: corsOrigins.includes('*') ? '*' : [...corsOrigins],
+      methods: ['GET', 'HEAD', 'POST'],
+      allowedHeaders: ['authorization', 'content-type', 'x-request-id'],
+      exposedHeaders: ['x-request-id', 'retry-after'],
+      maxAge: 600,
+    });
+  }
+
   app.register(websocket, {
-    options: { maxPayload: limits.wsMaxMessageBytes },
+    options: {
+      maxPayload: limits.wsMaxMessageBytes,
+      // Selects `tokenformer` when a browser offers it next to `bearer.KEY`; never echoes the key.
+      handleProtocols: selectWsProtocol,
+    },
     // Streams in flight end first (ctx.drain); then sockets close with 1001 "going away".
     preClose: (done) => {
       ctx.abortAll(new ApiError('TF_ERR_SHUTTING_DOWN', 'the server is shutting down'));
@@ -101,4 +178,38 @@ export function buildApp(opts: AppOptions): FastifyInstance {
     scope.register(adminRoute, { ctx, adminToken: opts.adminToken });
   });
   return app;
+}
+
+/**
+ * Node's HTTP parser refusals (before fastify sees a request), in the OpenAI error shape; the
+ * connection is closed after the answer.
+ */
+function answerClientError(err: Error & { code?: string }, socket: Socket, limits: ServerLimits): void {
+  if (err.code === 'ECONNRESET' || socket.destroyed) return;
+  let code: ApiErrorCode = 'TF_ERR_BAD_ARGS';
+  let message = 'the request is not valid HTTP';
+  if (err.code === 'HPE_HEADER_OVERFLOW') {
+    code = 'TF_ERR_HEADERS_TOO_LARGE';
+    message = `the request headers are larger than the server's limit of ${limits.maxHeaderBytes} bytes`;
+  } else if (err.code === 'ERR_HTTP_REQUEST_TIMEOUT') {
+    code = 'TF_ERR_REQUEST_TIMEOUT';
+    message = "the request did not arrive within the server's time limit";
+  }
+  const { status, type } = API_ERRORS[code];
+  const body = JSON.stringify({ error: { message, type, code } });
+  if (socket.writable)
+    socket.write(
+      `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/json\r\n` +
+        `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+    );
+  socket.destroy();
+}
+
+/** A browser page served by this server itself (the Origin's host is the Host asked for). */
+function sameOrigin(origin: string, host: string | undefined): boolean {
+  try {
+    return host !== undefined && new URL(origin).host === host;
+  } catch {
+    return false;
+  }
 }

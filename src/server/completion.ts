@@ -1,6 +1,6 @@
 import { type SamplingParams, validateSamplingParams } from '../engine/sampling/params.ts';
 import type { ServingEngine } from './context.ts';
-import { ApiError } from './errors.ts';
+import { ApiError, quoted } from './errors.ts';
 
 /**
  * A completion request as the HTTP route and the WebSocket receive it (after the JSON schema of
@@ -101,7 +101,7 @@ export function parseCompletionRequest(
   if (body.model && body.model !== ctx.modelName) {
     throw new ApiError(
       'TF_ERR_MODEL_NOT_FOUND',
-      `the model ${JSON.stringify(body.model)} does not exist; this server serves ${JSON.stringify(ctx.modelName)}`,
+      `the model ${quoted(body.model)} does not exist; this server serves ${JSON.stringify(ctx.modelName)}`,
     );
   }
   if (body.suffix) bad('suffix is not supported');

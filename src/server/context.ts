@@ -1,6 +1,7 @@
 import type { FastifyBaseLogger } from 'fastify';
 import type { Engine } from '../engine/engine.ts';
-import type { ModelRegistry } from '../engine/registry.ts';
+import type { ModelRegistry, SwapEvent } from '../engine/registry.ts';
+import type { ModelRef } from '../engine/text-stream.ts';
 import { TokenFormerError } from '../util/errors.ts';
 import { ApiError } from './errors.ts';
 import type { ServerMetrics } from './metrics.ts';
@@ -21,6 +22,16 @@ export interface ServerLimits {
   wsMaxBufferedBytes: number;
   /** Ping period; a socket that has not answered the previous ping is closed. */
   wsPingIntervalMs: number;
+  /** Messages per second one WebSocket may send (bursts up to one second's worth); beyond: closed with 1008. */
+  wsMaxMessagesPerSecond: number;
+  /** Largest request head (request line and headers); 431 beyond it. */
+  maxHeaderBytes: number;
+  /** A request's headers must all arrive within this (slowloris); 408 beyond it. */
+  headersTimeoutMs: number;
+  /** A whole request, headers and body, must arrive within this; 408 beyond it. */
+  receiveTimeoutMs: number;
+  /** An idle keep-alive connection is closed after this; above a load balancer's idle timeout (60 s). */
+  keepAliveTimeoutMs: number;
 }
 
 export const DEFAULT_LIMITS: ServerLimits = {
@@ -31,9 +42,23 @@ export const DEFAULT_LIMITS: ServerLimits = {
   wsMaxConcurrent: 16,
   wsMaxBufferedBytes: 1 << 20,
   wsPingIntervalMs: 30_000,
+  wsMaxMessagesPerSecond: 100,
+  maxHeaderBytes: 16 << 10,
+  headersTimeoutMs: 10_000,
+  receiveTimeoutMs: 30_000,
+  keepAliveTimeoutMs: 72_000,
 };
 
 export type ServerState = 'loading' | 'ready' | 'draining' | 'failed';
+
+/** What open WebSockets are told after a swap (`model.swapped`). */
+export interface SwapNotice {
+  from: ModelRef;
+  to: ModelRef;
+  policy: 'drain' | 'migrate';
+  /** Streams moved to the new model (the others finish on the old one). */
+  migrated: number;
+}
 
 /** What a completion needs from the serving model (an Engine, or the registry's view of it). */
 export type ServingEngine = Pick<Engine, 'generate' | 'tokenizer' | 'eosTokenId' | 'manifest'>;
@@ -59,6 +84,7 @@ export class ServerContext {
   private readonly onAdmitted = (_id: number, queueMs: number) =>
     this.metrics.queueWait.observe(queueMs / 1000);
   private readonly jobs = new Set<AbortController>();
+  private readonly swapListeners = new Set<(swap: SwapNotice) => void>();
   private idleWaiters: (() => void)[] = [];
   /** Settles once the engine is loaded or has failed to load. */
   readonly loaded: Promise<void>;
@@ -100,15 +126,40 @@ export class ServerContext {
    */
   attachRegistry(registry: ModelRegistry): void {
     this.registry = registry;
-    registry.on('swap', (e: { result: 'success' | 'failure'; durationMs: number }) => {
+    this.metrics.watchRegistry(() => ({
+      modelsLoaded: registry.loaded.length,
+      openStreams: registry.openStreams,
+    }));
+    registry.on('swap', (e: SwapEvent) => {
       this.metrics.swaps.inc({ result: e.result });
       this.metrics.swapDuration.observe(e.durationMs / 1000);
       if (e.result !== 'success') return;
-      this.modelName = registry.model.name;
-      this.version = registry.model.version;
-      this.attach(registry.model.engine);
+      this.follow(registry);
+      const notice: SwapNotice = { from: e.from, to: e.to, policy: e.policy, migrated: e.migrated };
+      for (const l of this.swapListeners) l(notice);
     });
-    registry.on('migrated', () => this.metrics.streamsMigrated.inc());
+    registry.on('migrated', (e: { kvMoved: boolean }) =>
+      this.metrics.streamsMigrated.inc({ kv: e.kvMoved ? 'moved' : 'recomputed' }),
+    );
+    // Supervisor: a restarted worker serves under the same name; one given up on is not ready.
+    registry.on('crash', () => this.metrics.workerCrashes.inc());
+    registry.on('restarted', () => this.follow(registry));
+    registry.on('failed', () => {
+      if (this.state === 'ready') this.state = 'failed';
+    });
+  }
+
+  /** Routes, stats and model_info follow the registry's serving model. */
+  private follow(registry: ModelRegistry): void {
+    this.modelName = registry.model.name;
+    this.version = registry.model.version;
+    this.attach(registry.model.engine);
+  }
+
+  /** Calls `listener` after every successful swap (WebSockets tell their clients); returns an unsubscribe. */
+  onSwap(listener: (swap: SwapNotice) => void): () => void {
+    this.swapListeners.add(listener);
+    return () => this.swapListeners.delete(listener);
   }
 
   /** The registry, for the admin routes; refused when the server runs a single engine. */

@@ -12,8 +12,10 @@ export const API_ERRORS = {
   TF_ERR_CONTEXT_LENGTH: { status: 400, type: 'invalid_request_error' },
   /** Admin routes without a configured TOKENFORMER_ADMIN_TOKEN. */
   TF_ERR_FORBIDDEN: { status: 403, type: 'permission_error' },
-  /** Admin routes with a missing or wrong bearer token. */
+  /** A missing or wrong bearer token (admin token, or API key); answered with `WWW-Authenticate`. */
   TF_ERR_UNAUTHORIZED: { status: 401, type: 'authentication_error' },
+  /** The request's headers did not all arrive within the server's limit (slow clients). */
+  TF_ERR_REQUEST_TIMEOUT: { status: 408, type: 'invalid_request_error' },
   TF_ERR_NOT_FOUND: { status: 404, type: 'not_found_error' },
   /** Another model swap is running. */
   TF_ERR_SWAP_IN_PROGRESS: { status: 409, type: 'conflict_error' },
@@ -22,10 +24,14 @@ export const API_ERRORS = {
   TF_ERR_MODEL_NOT_FOUND: { status: 404, type: 'not_found_error' },
   TF_ERR_BODY_TOO_LARGE: { status: 413, type: 'invalid_request_error' },
   TF_ERR_UNSUPPORTED_MEDIA_TYPE: { status: 415, type: 'invalid_request_error' },
+  /** The request's headers are larger than the server's limit. */
+  TF_ERR_HEADERS_TOO_LARGE: { status: 431, type: 'invalid_request_error' },
   /** The engine's waiting queue is full; answered with `Retry-After`. */
   TF_ERR_QUEUE_FULL: { status: 429, type: 'rate_limit_error' },
   /** A WebSocket connection has as many requests in flight as it may. */
   TF_ERR_TOO_MANY_REQUESTS: { status: 429, type: 'rate_limit_error' },
+  /** A WebSocket connection sent messages faster than its limit; the socket is then closed (1008). */
+  TF_ERR_RATE_LIMITED: { status: 429, type: 'rate_limit_error' },
   /** nginx's convention: the client went away (counted in metrics, never sent). */
   TF_ERR_CLIENT_CLOSED: { status: 499, type: 'client_closed' },
   TF_ERR_CANCELLED: { status: 499, type: 'client_closed' },
@@ -75,6 +81,8 @@ const ENGINE_CODES: Partial<Record<string, ApiErrorCode>> = {
   TF_ERR_QUEUE_FULL: 'TF_ERR_QUEUE_FULL',
   TF_ERR_SWAP_IN_PROGRESS: 'TF_ERR_SWAP_IN_PROGRESS',
   TF_ERR_NO_CAPACITY: 'TF_ERR_QUEUE_FULL',
+  TF_ERR_NOT_READY: 'TF_ERR_NOT_READY',
+  TF_ERR_SHUTTING_DOWN: 'TF_ERR_SHUTTING_DOWN',
 };
 
 interface FastifyLikeError {
@@ -126,5 +134,33 @@ export function toApiError(err: unknown, opts: { requestId?: string; bodyLimit?:
       : message;
   const headers: Record<string, string> = {};
   if (status === 429) headers['retry-after'] = String(RETRY_AFTER_SECONDS);
+  if (status === 401) headers['www-authenticate'] = 'Bearer realm="tokenformer"';
   return { status, code, body: { error: { message: text, type, code } }, headers, internal };
+}
+
+/**
+ * Engine and loader messages name files; an API answer keeps only each path's last component
+ * (`/srv/models/x/config.json` → `config.json`), so no server layout reaches a client. `keep`
+ * (what the client itself sent, e.g. a model name) is left whole wherever it stands alone.
+ */
+export function withoutPaths(message: string, keep?: string): string {
+  // Two slashes at least (`a/b/c`, `/a/b`), so prose such as "drain/migrate" is left alone.
+  const strip = (s: string) => s.replace(/[^\s/'"(]*(?:\/[^\s/'"]+)+\/([^\s/'"]+)/g, '$1');
+  if (!keep) return strip(message);
+  // Quoted, the client's text is one token the path pattern cannot cross.
+  const quoted = JSON.stringify(keep);
+  return message.split(quoted).map(strip).join(quoted);
+}
+
+/**
+ * A client's value quoted in an error message, cut to `max` characters: a message names what
+ * was wrong without echoing a megabyte back, and never stringifies a structure (a deeply nested
+ * one overflows JSON.stringify's stack).
+ */
+export function quoted(value: unknown, max = 80): string {
+  if (typeof value === 'string')
+    return JSON.stringify(value.length > max ? `${value.slice(0, max)}…` : value);
+  if (Array.isArray(value)) return 'an array';
+  if (typeof value === 'object' && value !== null) return 'an object';
+  return String(value);
 }

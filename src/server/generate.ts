@@ -1,5 +1,6 @@
 import type { GenerationEvent } from '../engine/engine.ts';
 import type { FinishReason } from '../engine/protocol.ts';
+import type { ModelRef } from '../engine/text-stream.ts';
 import type { CompletionRequest } from './completion.ts';
 import type { Job, ServingEngine } from './context.ts';
 import { ApiError } from './errors.ts';
@@ -16,9 +17,19 @@ import { type CompletionLogprobs, type Usage, usage } from './openai.ts';
  */
 
 export type CompletionEvent =
-  /** Text for choice `index`; `tokens` is how many generated tokens it covers (0 for echo). */
-  | { type: 'text'; index: number; text: string; tokens: number; logprobs: CompletionLogprobs | null }
-  | { type: 'finish'; index: number; finishReason: FinishReason }
+  /**
+   * Text for choice `index`; `tokens` is how many generated tokens it covers (0 for echo);
+   * `model` is the model that produced them (absent for echo or a single-engine server).
+   */
+  | {
+      type: 'text';
+      index: number;
+      text: string;
+      tokens: number;
+      logprobs: CompletionLogprobs | null;
+      model?: ModelRef;
+    }
+  | { type: 'finish'; index: number; finishReason: FinishReason; model?: ModelRef }
   /** Always the last event. */
   | { type: 'usage'; usage: Usage };
 
@@ -83,7 +94,7 @@ export async function* runCompletion(
       if (e.type === 'done') {
         finished.add(s.k);
         completionTokens += e.completionTokens;
-        yield { type: 'finish', index, finishReason: e.finishReason };
+        yield { type: 'finish', index, finishReason: e.finishReason, ...(e.model ? { model: e.model } : {}) };
         continue;
       }
       pending.set(s.k, next(s.k));
@@ -99,7 +110,15 @@ export async function* runCompletion(
       const lp = logprobs[s.k]?.add(e.tokens) ?? null;
       // Text held back (a partial character, a possible stop string) gives empty deltas; they
       // still carry token counts, which adapters skip sending when there is nothing to show.
-      if (e.text || lp || k > 0) yield { type: 'text', index, text: e.text, tokens: k, logprobs: lp };
+      if (e.text || lp || k > 0)
+        yield {
+          type: 'text',
+          index,
+          text: e.text,
+          tokens: k,
+          logprobs: lp,
+          ...(e.model ? { model: e.model } : {}),
+        };
     }
     if (finished.size < choices.length) {
       throw job.signal.reason ?? new ApiError('TF_ERR_INTERNAL', 'a generation ended without finishing');
@@ -109,7 +128,9 @@ export async function* runCompletion(
   } finally {
     // Stopped early (error, client gone, consumer broke off): free every sequence still running.
     if (finished.size < choices.length) local.abort();
-    for (const [k, it] of iters.entries()) if (!finished.has(k)) it.return?.().catch(() => {});
+    // Every iterator, finished ones too: a generation that yielded its last event is suspended
+    // there until returned, and its cleanup runs then.
+    for (const it of iters) it.return?.().catch(() => {});
     if (accepted) metrics.requestDuration.observe((performance.now() - job.started) / 1000);
   }
 }

@@ -7,6 +7,11 @@ import type { EngineStats } from '../engine/protocol.ts';
  * engine's latest stats at scrape time, so they cannot drift from it.
  */
 
+export interface RegistryStats {
+  modelsLoaded: number;
+  openStreams: number;
+}
+
 const LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
 const TOKEN_GAP_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5];
 const DURATION_BUCKETS = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300];
@@ -25,7 +30,9 @@ export class ServerMetrics {
   readonly queueWait: Histogram;
   readonly swaps: Counter<'result'>;
   readonly swapDuration: Histogram;
-  readonly streamsMigrated: Counter;
+  readonly streamsMigrated: Counter<'kv'>;
+  readonly workerCrashes: Counter;
+  private registryStats: () => RegistryStats | undefined = () => undefined;
 
   constructor() {
     const registers = [this.registry];
@@ -112,9 +119,43 @@ export class ServerMetrics {
     });
     this.streamsMigrated = new Counter({
       name: 'tokenformer_streams_migrated_total',
-      help: 'Open streams moved to a new model during hot swaps',
+      help: 'Open streams moved to another model (hot swap, drain timeout or worker restart), by whether their KV cache moved as is or was recomputed',
+      labelNames: ['kv'],
       registers,
     });
+    // Both series from the start, so dashboards and rate() see zeros rather than nothing.
+    for (const kv of ['moved', 'recomputed']) this.streamsMigrated.inc({ kv }, 0);
+    this.workerCrashes = new Counter({
+      name: 'tokenformer_worker_crashes_total',
+      help: 'Model workers that died without being asked to (the supervisor restarts them)',
+      registers,
+    });
+    const serving = () => this.registryStats();
+    const registryGauge = (name: string, help: string, read: (s: RegistryStats) => number) =>
+      new Gauge({
+        name,
+        help,
+        registers,
+        collect(this: Gauge) {
+          const s = serving();
+          this.set(s ? read(s) : 0);
+        },
+      });
+    registryGauge(
+      'tokenformer_models_loaded',
+      'Models with a live worker: the serving one plus those draining after a swap',
+      (s) => s.modelsLoaded,
+    );
+    registryGauge(
+      'tokenformer_open_streams',
+      'Generation streams open across every loaded model (draining ones included)',
+      (s) => s.openStreams,
+    );
+  }
+
+  /** Reads the models-loaded and open-streams gauges from `stats` (a server with a registry). */
+  watchRegistry(stats: () => RegistryStats): void {
+    this.registryStats = stats;
   }
 
   /** Reads engine gauges from `stats` from now on (undefined while no model is loaded). */

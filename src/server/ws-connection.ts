@@ -1,10 +1,12 @@
 import type { FastifyBaseLogger } from 'fastify';
 import type { FinishReason } from '../engine/protocol.ts';
+import type { ModelRef } from '../engine/text-stream.ts';
 import { type CompletionBody, parseCompletionRequest } from './completion.ts';
 import type { Job, ServerContext } from './context.ts';
-import { ApiError, toApiError } from './errors.ts';
+import { ApiError, quoted, toApiError } from './errors.ts';
 import { runCompletion } from './generate.ts';
 import { usage } from './openai.ts';
+import { TokenBucket } from './token-bucket.ts';
 import { sendWithBackpressure, type WsSocket } from './ws-send.ts';
 
 /**
@@ -17,12 +19,20 @@ import { sendWithBackpressure, type WsSocket } from './ws-send.ts';
 export type Validate = (msg: unknown) => string | null;
 
 const MAX_ID_LENGTH = 200;
+
+/** `model` and `system_fingerprint` of a delta, as in the SSE chunks. */
+function producedBy(model: ModelRef | undefined): { model?: string; system_fingerprint?: string } {
+  return model ? { model: model.name, system_fingerprint: model.version } : {};
+}
 const ROUTE = '/v1/stream';
 
 export class WsConnection {
   private readonly active = new Map<string, Job>();
   private alive = true;
   private readonly pinger: NodeJS.Timeout;
+  private readonly rate: TokenBucket;
+  private flooded = false;
+  private readonly unsubscribe: () => void;
 
   constructor(
     private readonly socket: WsSocket,
@@ -30,11 +40,16 @@ export class WsConnection {
     private readonly validate: Validate,
     private readonly log: FastifyBaseLogger,
   ) {
+    this.rate = new TokenBucket(ctx.limits.wsMaxMessagesPerSecond);
     socket.on('message', (data, isBinary) => this.onMessage(data, isBinary));
     socket.on('pong', () => {
       this.alive = true;
     });
     socket.on('close', () => this.onClose());
+    // Every open socket hears about swaps, whether or not it has a request in flight.
+    this.unsubscribe = ctx.onSwap((swap) => {
+      this.send({ type: 'model.swapped', ...swap }).catch(() => {});
+    });
     this.pinger = setInterval(() => this.heartbeat(), ctx.limits.wsPingIntervalMs);
     this.pinger.unref();
   }
@@ -59,8 +74,26 @@ export class WsConnection {
   }
 
   private onMessage(data: Buffer | ArrayBuffer | Buffer[], isBinary: boolean): void {
-    const refused = this.dispatch(data, isBinary);
-    if (refused) this.sendError(refused.id, refused.error);
+    if (this.flooded) return;
+    if (!this.rate.take()) {
+      // A flood is not answered message by message: one error, then 1008 (policy violation).
+      this.flooded = true;
+      const limit = this.ctx.limits.wsMaxMessagesPerSecond;
+      this.log.info({ limit }, 'websocket over its message rate; closing it');
+      this.sendError(
+        undefined,
+        new ApiError('TF_ERR_RATE_LIMITED', `more than ${limit} messages per second on this socket`),
+      );
+      this.socket.close(1008, 'message rate limit exceeded');
+      return;
+    }
+    try {
+      const refused = this.dispatch(data, isBinary);
+      if (refused) this.sendError(refused.id, refused.error);
+    } catch (err) {
+      // Thrown from a 'message' listener, it would be uncaught and end the process.
+      this.sendError(undefined, err);
+    }
   }
 
   /** Acts on one client message; returns what to refuse, if anything. */
@@ -99,7 +132,7 @@ export class WsConnection {
         if (!job)
           return {
             id,
-            error: new ApiError('TF_ERR_NOT_FOUND', `no request ${JSON.stringify(rawId)} is in flight`),
+            error: new ApiError('TF_ERR_NOT_FOUND', `no request ${quoted(rawId)} is in flight`),
           };
         job.abort(new ApiError('TF_ERR_CANCELLED', 'cancelled by the client'));
         return undefined;
@@ -109,7 +142,7 @@ export class WsConnection {
         return undefined;
       default:
         return bad(
-          `unknown message type ${JSON.stringify(m.type)}; expected completion.create or completion.cancel`,
+          `unknown message type ${quoted(m.type)}; expected completion.create or completion.cancel`,
           id,
         );
     }
@@ -161,6 +194,7 @@ export class WsConnection {
             index: e.index,
             text: e.text,
             ...(e.logprobs ? { logprobs: e.logprobs } : {}),
+            ...producedBy(e.model),
           });
         } else if (e.type === 'finish') finishes[e.index] = e.finishReason;
         else await this.send(this.done(id, e.usage, finishes));
@@ -212,6 +246,7 @@ export class WsConnection {
 
   private onClose(): void {
     clearInterval(this.pinger);
+    this.unsubscribe();
     for (const job of this.active.values())
       job.abort(new ApiError('TF_ERR_CLIENT_CLOSED', 'the WebSocket closed'));
   }

@@ -8,7 +8,7 @@ import { readAdamMoments } from '../model/optimizer-state.ts';
 import { paramCount } from '../model/params.ts';
 import { saveTokenizer, trainByteLevelBpe } from '../tokenizer/bpe-trainer.ts';
 import { Tokenizer } from '../tokenizer/tokenizer.ts';
-import { writeFileAtomic } from '../util/atomic.ts';
+import { recoverReplacedDir, writeFileAtomic } from '../util/atomic.ts';
 import { fail } from '../util/errors.ts';
 import { evalBatches, trainBatch } from './batches.ts';
 import { defaultCorpusFiles, expandPaths, readDocuments, tokenizeCorpus } from './corpus.ts';
@@ -144,6 +144,7 @@ interface Setup {
 /** Decides where weights, optimizer state and tokenizer come from. */
 function setup(opts: TrainOptions, emit: (e: TrainEvent) => void, texts: () => string[]): Setup {
   const out = resolve(opts.out);
+  recoverReplacedDir(out); // a save killed between its two renames left the run directory aside
   const hasState = existsSync(join(out, TRAINER_STATE_FILE));
   if (hasState && !opts.resume) {
     fail(

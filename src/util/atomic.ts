@@ -10,11 +10,13 @@ import {
   fsyncSync,
   mkdirSync,
   openSync,
+  readdirSync,
   renameSync,
   rmSync,
+  statSync,
   writeSync,
 } from 'node:fs';
-import { dirname, resolve } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 
 /** Largest chunk handed to one write(2); Linux writes at most ~2 GiB per call. */
 const MAX_IO_CHUNK = 1 << 30;
@@ -82,11 +84,58 @@ export function writeJsonAtomic(path: string, value: unknown): void {
   writeFileAtomic(path, `${text}\n`);
 }
 
+/** Whether process `pid` still runs (EPERM: it does, under another user). */
+function alive(pid: number): boolean {
+  if (pid === process.pid) return true;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * Repairs what a replaceDirAtomic killed part-way (SIGKILL, power loss) left beside `finalDir`.
+ * A directory cannot be renamed over a non-empty one, so the swap is two renames (old aside, new
+ * in) and a crash between them leaves no `finalDir` at all — only `<final>.old-*` (the complete
+ * previous content) and `<final>.tmp-*` (the complete new one). Recovery rolls back: the aside copy
+ * is renamed back, so a reader finds exactly the last directory that was ever visible. Leftovers
+ * of dead writers (a half-built `.tmp-*`, an `.old-*` whose successor is in place) are deleted.
+ * Siblings of live processes are in use and left alone, so this is safe beside a running writer.
+ */
+export function recoverReplacedDir(finalDir: string): void {
+  const target = resolve(finalDir);
+  const parent = dirname(target);
+  if (!existsSync(parent)) return;
+  const prefix = `${basename(target)}.`;
+  const stale = readdirSync(parent)
+    .map((name) => {
+      const m = /^(tmp|old)-(\d+)-[0-9a-f]{12}$/.exec(
+        name.startsWith(prefix) ? name.slice(prefix.length) : '',
+      );
+      return m ? { path: join(parent, name), kind: m[1]!, pid: Number(m[2]) } : null;
+    })
+    .filter((e): e is { path: string; kind: string; pid: number } => e !== null && !alive(e.pid));
+  if (!existsSync(target)) {
+    const asides = stale.filter((e) => e.kind === 'old');
+    // Normally one: the next replace recovers before it swaps. Of several, the newest was visible last.
+    const newest = asides.sort((a, b) => statSync(b.path).mtimeMs - statSync(a.path).mtimeMs)[0];
+    if (newest) {
+      renameSync(newest.path, target);
+      fsyncDir(parent);
+    }
+  }
+  for (const e of stale) if (existsSync(e.path)) rmSync(e.path, { recursive: true, force: true });
+}
+
 /**
  * Builds a complete directory in a sibling temp dir, then swaps it in for `finalDir`. If `build`
  * fails, the temp dir is removed and any existing `finalDir` is left untouched. An existing
  * `finalDir` is renamed aside, the new one renamed in, and only then is the old one deleted; if the
- * rename-in fails the old directory is put back.
+ * rename-in fails the old directory is put back. A process killed between the two renames leaves
+ * no `finalDir`: readers that must survive that (a training run's --resume) call
+ * recoverReplacedDir first, and so does the next replace.
  */
 export async function replaceDirAtomic(
   finalDir: string,
@@ -95,6 +144,7 @@ export async function replaceDirAtomic(
   const target = resolve(finalDir);
   const parent = dirname(target);
   mkdirSync(parent, { recursive: true });
+  recoverReplacedDir(target);
   const tmp = `${target}${tempSuffix('tmp')}`;
   mkdirSync(tmp);
   try {

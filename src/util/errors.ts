@@ -18,6 +18,9 @@ export type ErrorCode =
   | 'TF_ERR_QUEUE_FULL'
   /** A model swap is already running (HTTP 409). */
   | 'TF_ERR_SWAP_IN_PROGRESS'
+  /** No model can serve right now (a crashed worker is being restarted, or was given up on). */
+  | 'TF_ERR_NOT_READY'
+  | 'TF_ERR_SHUTTING_DOWN'
   | 'TF_ERR_GRAPH'
   | 'TF_ERR_NOT_FOUND'
   | 'TF_ERR_RUNTIME';

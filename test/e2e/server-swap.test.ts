@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { swapModelsRoot } from '../engine/served-model.ts';
 import { tempDir } from '../helpers.ts';
-import { ServerProcess } from '../server/processes.ts';
+import { openWs, ServerProcess, until } from '../server/processes.ts';
 
 const TOKEN = 'test-admin-token';
 let server: ServerProcess;
@@ -68,7 +68,7 @@ test('admin routes need the bearer token (401) and validate the body', async () 
     models: { name: string }[];
   };
   assert.equal(list.active.name, 'a');
-  assert.deepEqual(list.models.map((m) => m.name).sort(), ['a', 'b', 'bad']);
+  assert.deepEqual(list.models.map((m) => m.name).sort(), ['a', 'b', 'bad', 'c']);
 });
 
 test('a failed swap answers 422 with the reason and the old model keeps serving', async () => {
@@ -108,12 +108,31 @@ test('swap with migrate while an SSE stream is open: the stream continues on the
   const reader = res.body!.pipeThrough(new TextDecoderStream()).getReader();
   let raw = '';
   while (sseText(raw).length < 8) raw += (await reader.read()).value ?? '';
+  // An idle WebSocket hears about the swap too.
+  const { ws, inbox } = await openWs(`${server.url.replace('http', 'ws')}/v1/stream`);
   const swap = await admin('/admin/swap', { model: 'b', policy: 'migrate' });
   assert.equal(swap.status, 200, await swap.clone().text());
-  const result = (await swap.json()) as { migrated: number; durationMs: number; to: { name: string } };
+  const result = (await swap.json()) as {
+    migrated: number;
+    durationMs: number;
+    kvMoved: boolean;
+    from: { name: string; version: string };
+    to: { name: string; version: string };
+  };
   t.diagnostic(`swap took ${result.durationMs.toFixed(0)} ms; ${result.migrated} streams migrated`);
   assert.equal(result.to.name, 'b');
   assert.ok(result.migrated >= 1, 'the swap finished while the stream was still open');
+  // b is a zero/keep growth of a, untrained: the streams' KV caches moved as they were.
+  assert.equal(result.kvMoved, true);
+  const notice = await inbox.waitFor((m) => m.type === 'model.swapped', 'a model.swapped notice');
+  assert.deepEqual(notice, {
+    type: 'model.swapped',
+    from: result.from,
+    to: result.to,
+    policy: 'migrate',
+    migrated: result.migrated,
+  });
+  ws.close();
   for (;;) {
     const { value, done } = await reader.read();
     if (done) break;
@@ -123,9 +142,25 @@ test('swap with migrate while an SSE stream is open: the stream continues on the
   const texts = choiceTexts(raw);
   assert.equal(texts.length, 16);
   for (const text of texts) assert.equal(text, reference.choices[0]!.text);
+  // Each chunk names the model that produced it: a until the swap, b after.
+  const chunks = raw
+    .split('\n')
+    .filter((l) => l.startsWith('data: {'))
+    .map((l) => JSON.parse(l.slice(6)) as { model: string; system_fingerprint: string });
+  const firstB = chunks.findIndex((c) => c.model === 'b');
+  assert.ok(firstB > 0, 'chunks from a came first');
+  assert.ok(
+    chunks.slice(0, firstB).every((c) => c.model === 'a' && c.system_fingerprint === result.from.version),
+  );
+  assert.ok(chunks.slice(firstB).every((c) => c.model === 'b' && c.system_fingerprint === result.to.version));
   const models = (await (await fetch(`${server.url}/v1/models`)).json()) as { data: { id: string }[] };
   assert.equal(models.data[0]!.id, 'b');
   assert.equal(await server.metric('tokenformer_model_swaps_total{result="success"}'), 3);
-  assert.equal(await server.metric('tokenformer_streams_migrated_total'), result.migrated);
+  assert.equal(await server.metric('tokenformer_streams_migrated_total{kv="moved"}'), result.migrated);
+  assert.equal(await server.metric('tokenformer_open_streams'), 0);
+  await until(
+    async () => ((await server.metric('tokenformer_models_loaded')) === 1 ? true : undefined),
+    'the old model released',
+  );
   assert.match(await server.metrics(), /tokenformer_model_info\{model="b",version="[^"]+"\} 1/);
 });

@@ -3,7 +3,7 @@ import { symlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import type { GenerationEvent } from '../../src/engine/engine.ts';
-import { confineModelPath, ModelRegistry } from '../../src/engine/registry.ts';
+import { confineModelPath, ModelRegistry, type SwapResult } from '../../src/engine/registry.ts';
 import { validateSamplingParams } from '../../src/engine/sampling/params.ts';
 import { tempDir } from '../helpers.ts';
 import { swapModelsRoot } from './served-model.ts';
@@ -11,6 +11,7 @@ import { swapModelsRoot } from './served-model.ts';
 let root: string;
 let registry: ModelRegistry;
 const cleanups: (() => void)[] = [];
+const moves: { kvMoved: boolean; reason: string }[] = [];
 
 before(async () => {
   const dir = tempDir({ after: (fn) => cleanups.push(fn) });
@@ -20,6 +21,7 @@ before(async () => {
     cacheDir: join(dir, 'cache'),
     engine: { device: 'cpu', threads: 1, maxSequences: 4, maxQueue: 4, prefillChunk: 64 },
   });
+  registry.on('migrated', (e: { kvMoved: boolean; reason: string }) => moves.push(e));
 });
 after(async () => {
   await registry.close();
@@ -28,36 +30,86 @@ after(async () => {
 
 const greedy = (n: number) => validateSamplingParams({ temperature: 0, max_tokens: n, ignore_eos: true });
 
+/** Text, tokens and, per token, the name of the model that produced it. */
 async function collect(it: AsyncIterable<GenerationEvent>, onDelta?: (n: number) => void | Promise<void>) {
   let text = '';
   let n = 0;
+  const tokens: number[] = [];
+  const models: string[] = [];
   let done: Extract<GenerationEvent, { type: 'done' }> | undefined;
   for await (const e of it) {
     if (e.type === 'done') done = e;
     else {
       text += e.text;
+      for (const t of e.tokens) {
+        tokens.push(t.token);
+        models.push(e.model?.name ?? '?');
+      }
       await onDelta?.(++n);
     }
   }
-  return { text, done: done! };
+  return { text, tokens, models, done: done! };
 }
 
-test('migrate: a stream open during the swap continues on the new model without a break', async () => {
-  const prompt = registry.model.engine.tokenizer.encode('Call me Ishmael.');
-  const reference = await collect(registry.generate(prompt, greedy(40)));
-  assert.equal(registry.model.name, 'a');
-  let swap: Promise<unknown> | undefined;
-  const migrated = await collect(registry.generate(prompt, greedy(40)), async (n) => {
-    if (n === 5) swap = registry.swap('b', 'migrate');
-    if (n === 6) await swap; // keep decoding on "a" while "b" loads, then continue
+/**
+ * Swaps to `to` with a stream in flight: the stream starts once the new model is ready (before
+ * traffic moves) and the switch happens after its `after`-th delta, so it surely migrates.
+ */
+async function swapMidStream(prompt: number[], maxTokens: number, to: string, after: number) {
+  let stream: ReturnType<typeof collect> | undefined;
+  const result = await registry.swap(to, 'migrate', {
+    beforeSwitch: () =>
+      new Promise<void>((reached) => {
+        stream = collect(registry.generate(prompt, greedy(maxTokens)), (n) => {
+          if (n === after) reached();
+        });
+      }),
   });
-  const result = (await swap) as { migrated: number; to: { name: string } };
+  return { result, out: await stream! };
+}
+
+test("migrate after a zero/keep growth: the KV cache moves as is and the continuation is the old model's", async () => {
+  const prompt = registry.model.engine.tokenizer.encode('Call me Ishmael.');
+  const reference = await collect(registry.generate(prompt, greedy(200)));
+  assert.equal(registry.model.name, 'a');
+  const { result, out } = await swapMidStream(prompt, 200, 'b', 5);
   assert.equal(result.to.name, 'b');
   assert.equal(result.migrated, 1);
   assert.equal(registry.model.name, 'b');
-  // b computes the same function as a (growth with zero keys and τ kept): identical text.
-  assert.equal(migrated.text, reference.text);
-  assert.deepEqual(migrated.done, reference.done);
+  // b was grown from a's exact weights with zero keys and τ kept, and not trained since (its
+  // lineage says so): the KV cache moved as is, no re-prefill.
+  assert.equal(result.kvMoved, true);
+  assert.deepEqual(moves.splice(0), [{ kvMoved: true, reason: 'swap' }]);
+  // The greedy continuation is exactly the old model's, and the stream never broke.
+  assert.deepEqual(out.tokens, reference.tokens);
+  assert.equal(out.text, reference.text);
+  assert.equal(out.done.completionTokens, 200);
+  // Every token says which model produced it: a's first, then b's.
+  const split = out.models.indexOf('b');
+  assert.ok(split >= 5 && split < 200, `first token from b at ${split}`);
+  assert.ok(out.models.slice(0, split).every((m) => m === 'a'));
+  assert.ok(out.models.slice(split).every((m) => m === 'b'));
+});
+
+test('migrate to a different function (random keys, τ recomputed): re-prefilled, then exactly what the new model generates for that prefix', async () => {
+  assert.equal(registry.model.name, 'b');
+  const prompt = registry.model.engine.tokenizer.encode('It was the best of times');
+  const { result, out } = await swapMidStream(prompt, 120, 'c', 4);
+  assert.equal(result.kvMoved, false);
+  assert.equal(result.migrated, 1);
+  assert.deepEqual(moves.splice(0), [{ kvMoved: false, reason: 'swap' }]);
+  const split = out.models.indexOf('c');
+  assert.ok(split >= 4 && split < 120, `first token from c at ${split}`);
+  assert.ok(out.models.slice(split).every((m) => m === 'c'));
+  // The new model's own greedy continuation of prompt + the old model's tokens.
+  const fresh = await collect(
+    registry.generate([...prompt, ...out.tokens.slice(0, split)], greedy(120 - split)),
+  );
+  assert.deepEqual(out.tokens.slice(split), fresh.tokens);
+  assert.equal(out.done.completionTokens, 120);
+  // Back to a for the tests below (c → a: another function, the KV cache cannot move).
+  const back = await registry.swap('a', 'migrate');
+  assert.equal(back.kvMoved, false);
 });
 
 test('drain: open streams finish on the old model, new requests go to the new one', async () => {
@@ -102,6 +154,6 @@ test('model paths are confined to the models root', () => {
       .list()
       .map((m) => m.name)
       .sort(),
-    ['a', 'b', 'bad'],
+    ['a', 'b', 'bad', 'c'],
   );
 });

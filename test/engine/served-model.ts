@@ -38,7 +38,9 @@ export async function servedModel(dir: string): Promise<{ checkpoint: string; ex
 
 /**
  * A models root for swap tests: "a" (the served checkpoint, grown once), "b" (its grown successor,
- * the same function: zero keys, τ kept) and "bad" (a checkpoint whose config has no model).
+ * the same function: zero keys, τ kept, so KV caches move as they are), "c" (grown from "a" the
+ * official way — random keys, τ recomputed — so another function: streams re-prefill) and "bad"
+ * (a checkpoint whose config has no model).
  */
 export async function swapModelsRoot(dir: string): Promise<string> {
   const root = join(dir, 'models');
@@ -46,6 +48,12 @@ export async function swapModelsRoot(dir: string): Promise<string> {
   const served = await servedModel(join(dir, 'served'));
   await growDirectory(served.checkpoint, join(root, 'a'), { target: { ffn: 100 } });
   await growDirectory(join(root, 'a'), join(root, 'b'), { target: { qkv: 64, proj: 48, ffn: 128 } });
+  await growDirectory(join(root, 'a'), join(root, 'c'), {
+    target: { qkv: 64, proj: 48, ffn: 128 },
+    init: 'random',
+    tau: 'recompute',
+    seed: 7,
+  });
   mkdirSync(join(root, 'bad'));
   writeFileSync(
     join(root, 'bad', 'config.json'),

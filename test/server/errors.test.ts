@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { API_ERRORS, ApiError, toApiError } from '../../src/server/errors.ts';
+import { API_ERRORS, ApiError, quoted, toApiError } from '../../src/server/errors.ts';
 import { TokenFormerError } from '../../src/util/errors.ts';
 
 test('named codes map to their HTTP status; 429 carries Retry-After', () => {
@@ -67,4 +67,15 @@ test('internal errors never show their message, stack or paths; they name the re
     assert.equal(m.body.error.message, 'internal error; the server log has details (request id req-7)');
     assert.equal(m.body.error.code, 'TF_ERR_INTERNAL');
   }
+});
+
+test('quoted: client values in messages are cut short and never stringified whole', () => {
+  assert.equal(quoted('gpt-4'), '"gpt-4"');
+  assert.equal(quoted('x'.repeat(1_000_000)), `"${'x'.repeat(80)}…"`);
+  assert.equal(quoted(7), '7');
+  assert.equal(quoted(undefined), 'undefined');
+  assert.equal(quoted(null), 'null');
+  // 10 000 levels would overflow JSON.stringify's stack (found by test/server/fuzz.test.ts).
+  assert.equal(quoted(JSON.parse(`${'['.repeat(10_000)}${']'.repeat(10_000)}`)), 'an array');
+  assert.equal(quoted({ a: 1 }), 'an object');
 });

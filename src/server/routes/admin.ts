@@ -1,9 +1,9 @@
-import { createHash, timingSafeEqual } from 'node:crypto';
 import type { FastifyPluginAsync, FastifyRequest } from 'fastify';
 import type { SwapPolicy } from '../../engine/registry.ts';
 import { TokenFormerError } from '../../util/errors.ts';
+import { bearerToken, sameSecret } from '../auth.ts';
 import type { ServerContext } from '../context.ts';
-import { ApiError } from '../errors.ts';
+import { ApiError, withoutPaths } from '../errors.ts';
 
 const swapSchema = {
   body: {
@@ -22,17 +22,6 @@ interface SwapBody {
   policy?: SwapPolicy;
 }
 
-/** Hashing both sides first gives equal-length buffers, so the comparison is constant-time. */
-function sameToken(given: string, expected: string): boolean {
-  const digest = (s: string) => createHash('sha256').update(s).digest();
-  return timingSafeEqual(digest(given), digest(expected));
-}
-
-/** Load errors name files; an API answer names only the last path component. */
-function withoutPaths(message: string): string {
-  return message.replace(/(?:\/[^\s/'"]+)+\/([^\s/'"]+)/g, '$1');
-}
-
 /**
  * Admin routes: POST /admin/swap {"model", "policy"} and GET /admin/models, behind
  * `Authorization: Bearer $TOKENFORMER_ADMIN_TOKEN` (403 when no token is configured, 401 when
@@ -45,9 +34,7 @@ export const adminRoute: FastifyPluginAsync<{ ctx: ServerContext; adminToken: st
   const authorize = (request: FastifyRequest) => {
     if (!adminToken)
       throw new ApiError('TF_ERR_FORBIDDEN', 'admin routes are disabled: set TOKENFORMER_ADMIN_TOKEN');
-    const header = request.headers.authorization ?? '';
-    const given = header.startsWith('Bearer ') ? header.slice('Bearer '.length) : '';
-    if (!sameToken(given, adminToken))
+    if (!sameSecret(bearerToken(request.headers.authorization) ?? '', adminToken))
       throw new ApiError('TF_ERR_UNAUTHORIZED', 'a valid admin bearer token is required');
   };
 
@@ -61,8 +48,13 @@ export const adminRoute: FastifyPluginAsync<{ ctx: ServerContext; adminToken: st
         request.log.info({ swap: result }, `swapped to ${result.to.name} (${result.policy})`);
         return { object: 'swap', ...result };
       } catch (err) {
-        const reason = err instanceof Error ? withoutPaths(err.message) : String(err);
-        request.log.warn({ model: request.body.model, reason }, 'swap failed; the old model keeps serving');
+        const message = err instanceof Error ? err.message : String(err);
+        // The log keeps the paths; the answer names only the model the client asked for.
+        request.log.warn(
+          { model: request.body.model, reason: message },
+          'swap failed; the old model keeps serving',
+        );
+        const reason = withoutPaths(message, request.body.model);
         if (err instanceof TokenFormerError && err.code === 'TF_ERR_SWAP_IN_PROGRESS') throw err;
         if (err instanceof TokenFormerError && err.code === 'TF_ERR_BAD_ARGS')
           throw new ApiError('TF_ERR_BAD_ARGS', reason);
@@ -85,6 +77,13 @@ export const adminRoute: FastifyPluginAsync<{ ctx: ServerContext; adminToken: st
         loaded_at: registry.model.loadedAt,
       },
       models: registry.list(),
+      // Models with a live worker: the serving one and any still draining after a swap.
+      loaded: registry.loaded.map((m) => ({
+        name: m.name,
+        version: m.version,
+        open_streams: m.engine.openStreams,
+        memory_estimate_bytes: m.memory.totalBytes,
+      })),
     };
   });
 };

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { ServerResponse } from 'node:http';
 import type { FastifyBaseLogger, FastifyPluginAsync } from 'fastify';
+import type { ModelRef } from '../../engine/text-stream.ts';
 import { type CompletionBody, parseCompletionRequest } from '../completion.ts';
 import type { ServerContext } from '../context.ts';
 import { ApiError, toApiError } from '../errors.ts';
@@ -123,8 +124,10 @@ async function collect(
   }));
   const logprobs: CompletionLogprobs[][] = choices.map(() => []);
   let total: Usage | undefined;
+  let answeredBy = meta;
   for (let r = first; !r.done; r = await events.next()) {
     const e = r.value;
+    if (e.type !== 'usage') answeredBy = producedBy(answeredBy, e);
     if (e.type === 'text') {
       choices[e.index]!.text += e.text;
       if (e.logprobs) logprobs[e.index]!.push(e.logprobs);
@@ -132,7 +135,13 @@ async function collect(
     else total = e.usage;
   }
   for (const c of choices) if (logprobs[c.index]!.length > 0) c.logprobs = mergeLogprobs(logprobs[c.index]!);
-  return completionResponse(meta, choices, total!);
+  // A stream migrated by a swap ends on the new model: the response names the last one.
+  return completionResponse(answeredBy, choices, total!);
+}
+
+/** The meta of a chunk: `model` and `system_fingerprint` name the model that produced it. */
+function producedBy(meta: CompletionMeta, e: { model?: ModelRef }): CompletionMeta {
+  return e.model ? { ...meta, model: e.model.name, system_fingerprint: e.model.version } : meta;
 }
 
 /** Waits until `res` can take more, or is closed. */
@@ -174,7 +183,8 @@ async function streamSse(
     for (let r = first; !r.done; r = await events.next()) {
       const e = r.value;
       if (e.type === 'text' && e.text === '' && !e.logprobs) continue;
-      if (e.type !== 'usage') await write(sseJson(completionChunk(meta, [choice(e)], usageField)));
+      if (e.type !== 'usage')
+        await write(sseJson(completionChunk(producedBy(meta, e), [choice(e)], usageField)));
       else if (includeUsage) await write(sseJson(completionChunk(meta, [], e.usage)));
     }
     await write(SSE_DONE);

@@ -1,7 +1,7 @@
 import type { FastifyPluginAsync } from 'fastify';
 import type { ServerContext } from '../context.ts';
 import { SERVE_DEFAULTS } from '../defaults.ts';
-import { ApiError } from '../errors.ts';
+import { ApiError, withoutPaths } from '../errors.ts';
 
 /**
  * GET /health: the process is alive (liveness; 200 even while loading or draining).
@@ -17,7 +17,8 @@ export const healthRoute: FastifyPluginAsync<{ ctx: ServerContext }> = async (ap
       model: ctx.modelName,
       version: ctx.modelVersion,
       device: engine.device,
-      ...(engine.fallbackReason ? { fallback_reason: engine.fallbackReason } : {}),
+      // onnxruntime's reason may name library paths; /ready is open to anyone who can reach it.
+      ...(engine.fallbackReason ? { fallback_reason: withoutPaths(engine.fallbackReason) } : {}),
     };
   });
 };

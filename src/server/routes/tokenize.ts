@@ -1,6 +1,6 @@
 import type { FastifyPluginAsync } from 'fastify';
 import type { ServerContext } from '../context.ts';
-import { ApiError } from '../errors.ts';
+import { ApiError, quoted } from '../errors.ts';
 
 const tokenizeBodySchema = {
   type: 'object',
@@ -23,7 +23,7 @@ export const tokenizeRoute: FastifyPluginAsync<{ ctx: ServerContext }> = async (
     if (model && model !== ctx.modelName)
       throw new ApiError(
         'TF_ERR_MODEL_NOT_FOUND',
-        `the model ${JSON.stringify(model)} does not exist; this server serves ${JSON.stringify(ctx.modelName)}`,
+        `the model ${quoted(model)} does not exist; this server serves ${JSON.stringify(ctx.modelName)}`,
       );
   };
   app.post<{ Body: { model?: string | null; prompt: string } }>(

@@ -197,6 +197,15 @@ test('an unknown model is 404; a prompt longer than the context is 400, not trun
   assertErrorShape(streamed.json(), 'TF_ERR_CONTEXT_LENGTH');
 });
 
+test('an unknown model named by a megabyte string is 404 with a short message', async () => {
+  // Found by test/server/fuzz.test.ts: the whole name was quoted back (a 1 MB error body).
+  const r = await complete({ model: 'm'.repeat(1_000_000), prompt: 'a' });
+  assert.equal(r.statusCode, 404);
+  const e = assertErrorShape(r.json(), 'TF_ERR_MODEL_NOT_FOUND');
+  assert.match(e.message, /^the model "m{80}…" does not exist/);
+  assert.ok(e.message.length < 300);
+});
+
 test('a body over the limit is 413; bad JSON is 400; unknown routes are 404, all in the error shape', async () => {
   const big = await complete({ prompt: 'x'.repeat(1.1 * 2 ** 20) });
   assert.equal(big.statusCode, 413);

@@ -46,7 +46,9 @@ test('/metrics exposes every required metric, counts requests and tokens, and pa
   assert.equal(sample(text, 'tokenformer_requests_waiting'), 0);
   assert.equal(sample(text, 'tokenformer_kv_cache_usage_ratio'), 0);
   assert.equal(sample(text, `tokenformer_model_info{model="${MODEL}",version="${VERSION}"}`), 1);
-  assert.equal(sample(text, 'tokenformer_streams_migrated_total'), 0);
+  assert.equal(sample(text, 'tokenformer_streams_migrated_total{kv="moved"}'), 0);
+  assert.equal(sample(text, 'tokenformer_streams_migrated_total{kv="recomputed"}'), 0);
+  assert.equal(sample(text, 'tokenformer_worker_crashes_total'), 0);
   const check = promtoolCheck(text);
   assert.ok(check.ok, check.output);
 });

@@ -90,6 +90,28 @@ test('bad messages get an error naming the request; the socket stays usable', as
   }
 });
 
+test('ids and types nested 10 000 deep or a megabyte long are refused briefly; the server stays up', async () => {
+  // Found by test/server/fuzz.test.ts: quoting such an id in the error overflowed
+  // JSON.stringify's stack inside the 'message' listener, which ended the server process.
+  const { ws, inbox } = await connect();
+  try {
+    const deep = `${'['.repeat(10_000)}1${']'.repeat(10_000)}`;
+    ws.send(`{"type":"completion.cancel","id":${deep}}`);
+    const cancel = await inbox.waitFor((m) => m.type === 'error', 'the cancel error');
+    assert.deepEqual([cancel.code, cancel.message], ['TF_ERR_NOT_FOUND', 'no request an array is in flight']);
+    ws.send(`{"type":${deep},"id":"d1"}`);
+    const type = await inbox.waitFor((m) => m.id === 'd1', 'the type error');
+    assert.match(String(type.message), /^unknown message type an array;/);
+    ws.send(JSON.stringify({ type: 'x'.repeat(1 << 19), id: 'd2' }));
+    const long = await inbox.waitFor((m) => m.id === 'd2', 'the long type error');
+    assert.ok(String(long.message).length < 300, `a ${String(long.message).length}-character message`);
+    create(ws, 'ok', { prompt: 'a', max_tokens: 2, ignore_eos: true });
+    await inbox.waitFor((m) => m.id === 'ok' && m.type === 'completion.done', 'a completion afterwards');
+  } finally {
+    ws.terminate();
+  }
+});
+
 test('a socket may have only so many requests in flight; ids must be unique among them', async () => {
   const { ws, inbox } = await connect();
   try {

@@ -46,4 +46,12 @@ test('bad tokenize/detokenize input is 400 in the OpenAI error shape; an unknown
   });
   assert.equal(model.statusCode, 404);
   assertErrorShape(model.json(), 'TF_ERR_MODEL_NOT_FOUND');
+  // A megabyte model name is not quoted back whole (found by test/server/fuzz.test.ts).
+  const long = await t.app.inject({
+    method: 'POST',
+    url: '/tokenize',
+    payload: { model: 'm'.repeat(1_000_000), prompt: 'a' },
+  });
+  assert.equal(long.statusCode, 404);
+  assert.ok(assertErrorShape(long.json(), 'TF_ERR_MODEL_NOT_FOUND').message.length < 300);
 });
