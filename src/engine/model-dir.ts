@@ -6,6 +6,12 @@ import { CONFIG_FILE, readCheckpointMeta, WEIGHTS_FILE, weightsChecksum } from '
 import { fail, TokenFormerError } from '../util/errors.ts';
 
 /**
+ * Part of the cache key: bumped when exports gain something older cached ones lack (v2: the
+ * checkpoint's provenance and lineage in the manifest, which lossless hot swaps read).
+ */
+const EXPORT_CACHE_VERSION = 'export-cache-v2';
+
+/**
  * `--model DIR` takes an export directory (manifest.json) or a checkpoint directory; a
  * checkpoint is exported once into the cache, keyed by its config and weights, and reused; a
  * cached export that fails verification (damaged on disk) is exported again.
@@ -26,6 +32,7 @@ export async function resolveExportDir(
   if (!existsSync(join(dir, WEIGHTS_FILE)))
     fail('TF_ERR_NOT_FOUND', `${join(dir, WEIGHTS_FILE)}: weights file is missing`);
   const key = createHash('sha256')
+    .update(EXPORT_CACHE_VERSION)
     .update(readFileSync(join(dir, CONFIG_FILE)))
     .update(weightsChecksum(dir))
     .digest('hex')

@@ -179,10 +179,14 @@ export class ServerContext {
 
   /** The engine for work that only reads it (tokenize): fine while draining. */
   requireEngine(): Engine {
-    if (this.current) return this.current;
+    if (this.current && this.state !== 'failed') return this.current;
     throw new ApiError(
       'TF_ERR_NOT_READY',
-      this.state === 'failed' ? 'the model failed to load' : 'the model is still loading; retry shortly',
+      this.state === 'failed'
+        ? this.current
+          ? 'the model worker crashed repeatedly and is not restarted; this replica needs a restart'
+          : 'the model failed to load'
+        : 'the model is still loading; retry shortly',
     );
   }
 
