@@ -3,7 +3,7 @@ import { symlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import type { GenerationEvent } from '../../src/engine/engine.ts';
-import { confineModelPath, ModelRegistry, type SwapResult } from '../../src/engine/registry.ts';
+import { confineModelPath, ModelRegistry } from '../../src/engine/registry.ts';
 import { validateSamplingParams } from '../../src/engine/sampling/params.ts';
 import { tempDir } from '../helpers.ts';
 import { swapModelsRoot } from './served-model.ts';
