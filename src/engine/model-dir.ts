@@ -1,8 +1,9 @@
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { exportCheckpoint, MANIFEST_FILE, verifyExport } from '../export/export.ts';
-import { CONFIG_FILE, readCheckpointMeta, WEIGHTS_FILE, weightsChecksum } from '../model/checkpoint.ts';
+import { exportInBackground } from '../export/background.ts';
+import { MANIFEST_FILE, verifyExport } from '../export/export.ts';
+import { CONFIG_FILE, fileSha256Async, readCheckpointMeta, WEIGHTS_FILE } from '../model/checkpoint.ts';
 import { fail, TokenFormerError } from '../util/errors.ts';
 
 /**
@@ -14,7 +15,8 @@ const EXPORT_CACHE_VERSION = 'export-cache-v2';
 /**
  * `--model DIR` takes an export directory (manifest.json) or a checkpoint directory; a
  * checkpoint is exported once into the cache, keyed by its config and weights, and reused; a
- * cached export that fails verification (damaged on disk) is exported again.
+ * cached export that fails verification (damaged on disk) is exported again. Hashing and
+ * exporting never block the event loop (a hot swap resolves its model while streams run).
  */
 export async function resolveExportDir(
   dir: string,
@@ -34,7 +36,7 @@ export async function resolveExportDir(
   const key = createHash('sha256')
     .update(EXPORT_CACHE_VERSION)
     .update(readFileSync(join(dir, CONFIG_FILE)))
-    .update(weightsChecksum(dir))
+    .update(await fileSha256Async(join(dir, WEIGHTS_FILE)))
     .digest('hex')
     .slice(0, 24);
   const out = resolve(cacheRoot, 'exports', key);
@@ -50,6 +52,6 @@ export async function resolveExportDir(
       onProgress?.(`the cached export failed verification (${err.message}); re-exporting ${dir} → ${out}`);
     }
   }
-  await exportCheckpoint(dir, out);
+  await exportInBackground(dir, out);
   return out;
 }

@@ -1,14 +1,4 @@
-import { createHash } from 'node:crypto';
-import {
-  closeSync,
-  copyFileSync,
-  createReadStream,
-  existsSync,
-  openSync,
-  readFileSync,
-  statSync,
-  writeSync,
-} from 'node:fs';
+import { closeSync, copyFileSync, existsSync, openSync, readFileSync, statSync, writeSync } from 'node:fs';
 import { basename, isAbsolute, join, normalize } from 'node:path';
 import type { GraphBuilder } from '../graph/builder.ts';
 import { ONNX_OPSET, serializeModel } from '../graph/serialize.ts';
@@ -16,6 +6,7 @@ import type { Value } from '../graph/types.ts';
 import {
   type Checkpoint,
   fileSha256,
+  fileSha256Async,
   type Lineage,
   loadCheckpoint,
   type Provenance,
@@ -258,13 +249,6 @@ function listedFiles(m: Manifest): ListedFile[] {
   return files;
 }
 
-/** Streams the file through SHA-256 without holding it (weights can be many GB). */
-async function streamSha256(path: string): Promise<string> {
-  const h = createHash('sha256');
-  for await (const chunk of createReadStream(path, { highWaterMark: 1 << 22 })) h.update(chunk as Buffer);
-  return h.digest('hex');
-}
-
 /**
  * Reads the manifest and checks every file it lists — graphs, their external data, the tokenizer
  * — exists with the recorded size and SHA-256, so a truncated, corrupted or mismatched model is
@@ -295,7 +279,7 @@ export async function verifyExport(exportDir: string): Promise<Manifest> {
     if (f.bytes !== undefined && size > f.bytes)
       bad(`${f.file} has ${size} bytes, the manifest lists ${f.bytes}`);
     if (f.sha256 !== undefined) {
-      const actual = await streamSha256(path);
+      const actual = await fileSha256Async(path);
       if (actual !== f.sha256) {
         bad(
           `${f.file} checksum mismatch (sha256 ${actual.slice(0, 12)}…, the manifest lists ` +

@@ -1,5 +1,13 @@
 import { createHash } from 'node:crypto';
-import { closeSync, copyFileSync, existsSync, openSync, readFileSync, readSync } from 'node:fs';
+import {
+  closeSync,
+  copyFileSync,
+  createReadStream,
+  existsSync,
+  openSync,
+  readFileSync,
+  readSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { replaceDirAtomic, writeJsonAtomic } from '../util/atomic.ts';
 import { fail } from '../util/errors.ts';
@@ -175,6 +183,16 @@ export async function saveCheckpoint(
 /** SHA-256 of a checkpoint's weights file (lineage records and export manifests). */
 export function weightsChecksum(dir: string): string {
   return fileSha256(join(dir, WEIGHTS_FILE));
+}
+
+/**
+ * The same, without blocking the event loop (a server hashing a new model while it streams):
+ * read as a stream, never held whole.
+ */
+export async function fileSha256Async(path: string): Promise<string> {
+  const h = createHash('sha256');
+  for await (const chunk of createReadStream(path, { highWaterMark: 1 << 22 })) h.update(chunk as Buffer);
+  return h.digest('hex');
 }
 
 /** Streams the file through SHA-256 in chunks (weights can be larger than one Buffer). */
