@@ -230,6 +230,7 @@ export class ModelRegistry extends EventEmitter {
     const generated: number[] = [];
     let model = this.current;
     let resume: KvSnapshot | undefined;
+    let survivedCrash = false;
     for (;;) {
       if (signal?.aborted) return;
       const left = params.max_tokens - generated.length;
@@ -258,9 +259,11 @@ export class ModelRegistry extends EventEmitter {
           if (u.finish) return;
         }
       } catch (err) {
-        // A crashed worker's streams continue on its replacement (see supervise).
-        if (!model.engine.crashed || signal?.aborted) throw err;
+        // A crashed worker's streams continue on its replacement (see supervise) — once: a stream
+        // that was running at two crashes may be what crashes it, and must not take every restart down.
+        if (!model.engine.crashed || signal?.aborted || survivedCrash) throw err;
         crashed = true;
+        survivedCrash = true;
       } finally {
         if (handoff) this.handoffs.delete(handoff);
         signal?.removeEventListener('abort', onAbort);
@@ -272,6 +275,7 @@ export class ModelRegistry extends EventEmitter {
       }
       if (!moving) return; // cancelled by the client
       const snap = await moving;
+      if (signal?.aborted) return; // cancelled while it was being moved
       // The cache covers every token but the last generated one, which is fed next.
       if (snap && snap.length === prompt.length + generated.length - 1) resume = snap;
       model = this.current;
