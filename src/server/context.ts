@@ -147,6 +147,8 @@ export class ServerContext {
     registry.on('failed', () => {
       if (this.state === 'ready') this.state = 'failed';
     });
+    // One version string for a model, before and after swaps (name-step form).
+    this.follow(registry);
   }
 
   /** Routes, stats and model_info follow the registry's serving model. */
