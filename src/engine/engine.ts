@@ -204,6 +204,13 @@ export class Engine extends EventEmitter {
       push,
       update: (u) => {
         if (finished) return;
+        if (u.error !== undefined) {
+          finished = true;
+          this.streams.delete(id);
+          release();
+          push(new TokenFormerError('TF_ERR_RUNTIME', `generation failed: ${u.error}`));
+          return;
+        }
         if (u.finish) {
           finished = true;
           this.streams.delete(id);

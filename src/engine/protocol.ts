@@ -43,6 +43,8 @@ export interface SequenceUpdate {
   tokens: GeneratedToken[];
   /** Set on the update that ends the sequence (`stop`: end-of-text; `length`: max_tokens or context). */
   finish?: FinishReason;
+  /** Set when this sequence failed on its own (its sampling threw); the others go on. */
+  error?: string;
 }
 
 export interface EngineStats {

@@ -165,7 +165,15 @@ export class Scheduler {
 
   /** Samples a token for `s` from `logits`; returns the update and whether `s` is finished. */
   private emit(s: Sequence, logits: Float32Array, updates: SequenceUpdate[]): void {
-    const r = s.sampler.sample(logits);
+    let r: ReturnType<Sampler['sample']>;
+    try {
+      r = s.sampler.sample(logits);
+    } catch (err) {
+      // One request's failure (its parameters, its logits) ends that request, not the worker.
+      this.retire(s);
+      updates.push({ id: s.id, tokens: [], error: err instanceof Error ? err.message : String(err) });
+      return;
+    }
     s.sampler.accept(r.token);
     s.generated++;
     const token: GeneratedToken = {

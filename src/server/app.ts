@@ -3,7 +3,7 @@ import { STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
 import cors from '@fastify/cors';
 import websocket from '@fastify/websocket';
-import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyServerOptions } from 'fastify';
 import type { Engine } from '../engine/engine.ts';
 import { fail } from '../util/errors.ts';
 import { bearerToken, matchesAny, selectWsProtocol, wsProtocolKey } from './auth.ts';
@@ -90,6 +90,17 @@ export function buildApp(opts: AppOptions): FastifyInstance {
     // Types are checked, not coerced: "5" is not a max_tokens.
     ajv: { customOptions: { coerceTypes: false, allowUnionTypes: true } },
     schemaErrorFormatter: (errors, dataVar) => new Error(formatSchemaErrors(errors, dataVar)),
+    // Errors fastify raises before routing (an undecodable URL such as /%FF) get our error shape
+    // and request id too, instead of fastify's own body.
+    frameworkErrors: (err, request, res) => {
+      const mapped = toApiError(err, { requestId: request.id });
+      const reply = res as FastifyReply; // the route-generic reply type knows no statuses here
+      void reply
+        .code(mapped.status)
+        .header('x-request-id', request.id)
+        .headers(mapped.headers)
+        .send(mapped.body);
+    },
   });
   const metrics = new ServerMetrics();
   const ctx = new ServerContext(opts.engine, opts.modelName, opts.modelVersion, limits, metrics, app.log);

@@ -197,7 +197,7 @@ test('promtool check metrics passes on the scraped /metrics, which has every req
   for (const name of REQUIRED_METRICS) assert.match(text, new RegExp(`^# TYPE ${name} `, 'm'), name);
   assert.match(
     text,
-    new RegExp(`^tokenformer_model_info\\{model="${MODEL}",version="[0-9a-f]{12}"\\} 1$`, 'm'),
+    new RegExp(`^tokenformer_model_info\\{model="${MODEL}",version="[0-9a-f]{12}-step\\d+"\\} 1$`, 'm'),
   );
   const check = promtoolCheck(text);
   assert.ok(check.ok, check.output);

@@ -1,5 +1,7 @@
 import type { SamplingParams } from './params.ts';
 
+const FLT_MAX = 3.4028234663852886e38;
+
 /**
  * The logits-processor stage: repetition, presence and frequency penalties. It keeps the token
  * history of one sequence sparsely (a set and a map, not V-sized arrays) so applying it costs
@@ -36,7 +38,8 @@ export class Penalties {
     const rep = this.repetition;
     for (const t of this.seen) {
       const v = z[t]!;
-      z[t] = v > 0 ? v / rep : v * rep;
+      // Clamped: a tiny penalty would push a float32 logit to +∞, which no softmax survives.
+      z[t] = v > 0 ? Math.min(v / rep, FLT_MAX) : Math.max(v * rep, -FLT_MAX);
     }
     if (this.presence === 0 && this.frequency === 0) return;
     for (const [t, c] of this.counts) z[t] = z[t]! - this.frequency * c - this.presence;

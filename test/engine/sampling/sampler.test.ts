@@ -237,6 +237,20 @@ test('repetition penalty divides positive and multiplies negative logits of seen
   assertClose(s.distribution(logits), softmax([2, -1, 2, 0]), 1e-9);
 });
 
+test('an extreme repetition penalty saturates the logit instead of making it infinite', () => {
+  const logits = row(2, -1, 1, 0);
+  // 2 / 1e-100 overflows float32; the seen token is then (all but) certain, not a NaN softmax.
+  const tiny = sampler({ repetition_penalty: 1e-100, temperature: 0 }, logits, [2]);
+  assert.equal(tiny.sample(logits).token, 2);
+  const p = tiny.distribution(logits);
+  assert.ok(p.every((x) => Number.isFinite(x)));
+  assert.ok(Math.abs(p[2]! - 1) < 1e-12);
+  // -1 · 1e300 the other way: token 1 can never be drawn, the rest are unchanged.
+  const huge = sampler({ repetition_penalty: 1e300 }, logits, [1]).distribution(logits);
+  assert.equal(huge[1], 0);
+  assertClose([huge[0]!, huge[2]!, huge[3]!], softmax([2, 1, 0]), 1e-9);
+});
+
 test('presence and frequency penalties subtract presence + count · frequency over generated tokens only', () => {
   const logits = row(1, 1, 1, 1, 1);
   const s = sampler({ presence_penalty: 0.5, frequency_penalty: 0.25 }, logits, [0, 0, 4]);

@@ -53,3 +53,17 @@ test('ready once loaded; while draining /ready and new completions are 503, /hea
     await t.close();
   }
 });
+
+test("an undecodable URL gets the OpenAI error shape and a request id, not fastify's own body", async () => {
+  const t = await testApp();
+  try {
+    for (const url of ['/%FF', '/%', '/v1/%zz']) {
+      const r = await t.app.inject({ url });
+      assert.equal(r.statusCode, 400, url);
+      assert.ok(r.headers['x-request-id'], url);
+      assertErrorShape(r.json(), 'TF_ERR_BAD_ARGS');
+    }
+  } finally {
+    await t.close();
+  }
+});
