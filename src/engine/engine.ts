@@ -6,7 +6,14 @@ import { Tokenizer } from '../tokenizer/tokenizer.ts';
 import { type ErrorCode, fail, TokenFormerError } from '../util/errors.ts';
 import { startWorker } from '../util/worker.ts';
 import type { KvSnapshot } from './kv-cache.ts';
-import type { EngineStats, FromWorker, SequenceUpdate, ToWorker, WorkerConfig } from './protocol.ts';
+import type {
+  EngineStats,
+  FromWorker,
+  MovedSequence,
+  SequenceUpdate,
+  ToWorker,
+  WorkerConfig,
+} from './protocol.ts';
 import type { SamplingParams } from './sampling/params.ts';
 import { type GenerationEvent, type TokenUpdate, textStream } from './text-stream.ts';
 
@@ -175,14 +182,15 @@ export class Engine extends EventEmitter {
 
   /**
    * The raw token stream of one sequence (no text): what `generate` and migration build on.
-   * `resume` starts it from another model's KV cache (a lossless move): the prompt's last token
-   * is fed next and the snapshot holds the cache of every token before it.
+   * `moved`: the stream comes from another model (never refused for a full queue); with
+   * `moved.kv` it starts from that model's KV cache (a lossless move): the prompt's last token is
+   * fed next and the snapshot holds the cache of every token before it.
    */
   tokens(
     prompt: readonly number[],
     params: SamplingParams,
     signal?: AbortSignal,
-    resume?: KvSnapshot,
+    moved?: MovedSequence,
   ): TokenStream {
     if (this.dead)
       throw new TokenFormerError('TF_ERR_RUNTIME', `the model worker is not running: ${this.dead.message}`);
@@ -237,8 +245,9 @@ export class Engine extends EventEmitter {
     if (signal?.aborted) cancel();
     else {
       signal?.addEventListener('abort', cancel, { once: true });
-      const transfer = resume ? [...resume.keys, ...resume.values].map((a) => a.buffer as ArrayBuffer) : [];
-      this.post({ type: 'add', id, prompt: [...prompt], params, ...(resume ? { resume } : {}) }, transfer);
+      const kv = moved?.kv;
+      const transfer = kv ? [...kv.keys, ...kv.values].map((a) => a.buffer as ArrayBuffer) : [];
+      this.post({ type: 'add', id, prompt: [...prompt], params, ...(moved ? { moved } : {}) }, transfer);
     }
     return {
       detach: (withKv) => {

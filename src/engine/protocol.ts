@@ -21,9 +21,17 @@ export interface WorkerConfig {
   eosTokenId: number | null;
 }
 
+/**
+ * A stream moving in from another model (hot swap, drain timeout, crash): already admitted work,
+ * so the queue bound does not refuse it; with `kv`, its cache moves as is (no prefill).
+ */
+export interface MovedSequence {
+  kv?: KvSnapshot;
+}
+
 export type ToWorker =
-  /** With `resume`: a lossless move from another model (see Scheduler.add). */
-  | { type: 'add'; id: number; prompt: number[]; params: SamplingParams; resume?: KvSnapshot }
+  /** `moved`: the stream of another model moving here (see Scheduler.add). */
+  | { type: 'add'; id: number; prompt: number[]; params: SamplingParams; moved?: MovedSequence }
   | { type: 'cancel'; id: number }
   /** Ends a sequence at the next token boundary, handing over its KV cache when `withKv`. */
   | { type: 'detach'; id: number; withKv: boolean }

@@ -229,6 +229,7 @@ export class ModelRegistry extends EventEmitter {
   ): AsyncGenerator<TokenUpdate> {
     const generated: number[] = [];
     let model = this.current;
+    const first = model;
     let resume: KvSnapshot | undefined;
     let survivedCrash = false;
     for (;;) {
@@ -243,7 +244,9 @@ export class ModelRegistry extends EventEmitter {
       const onAbort = () => handoff && this.handoffs.delete(handoff);
       signal?.addEventListener('abort', onAbort, { once: true });
       try {
-        const stream = model.engine.tokens([...prompt, ...generated], p, signal, resume);
+        // After the first model, the stream was moved here: already admitted work.
+        const moved = model === first ? undefined : { ...(resume ? { kv: resume } : {}) };
+        const stream = model.engine.tokens([...prompt, ...generated], p, signal, moved);
         resume = undefined;
         handoff = {
           model,

@@ -1,6 +1,6 @@
 import { fail } from '../util/errors.ts';
 import type { KvSnapshot } from './kv-cache.ts';
-import type { FinishReason, GeneratedToken, SequenceUpdate } from './protocol.ts';
+import type { FinishReason, GeneratedToken, MovedSequence, SequenceUpdate } from './protocol.ts';
 import type { SamplingParams } from './sampling/params.ts';
 import { Sampler } from './sampling/sampler.ts';
 
@@ -85,14 +85,16 @@ export class Scheduler {
   }
 
   /**
-   * Queues a request; refuses it when the queue is full or the prompt cannot fit. With `resume`
-   * (a lossless move from another model) the prompt's last token is the one to feed next and
-   * the snapshot holds the cache of all tokens before it: no prefill.
+   * Queues a request; refuses it when the queue is full or the prompt cannot fit. A `moved`
+   * stream (from another model) is never refused for a full queue — dropping it would break a
+   * stream the server already took; with `moved.kv` the prompt's last token is the one to feed
+   * next and the snapshot holds the cache of all tokens before it: no prefill.
    */
-  add(id: number, prompt: number[], params: SamplingParams, resume?: KvSnapshot): void {
+  add(id: number, prompt: number[], params: SamplingParams, moved?: MovedSequence): void {
+    const resume = moved?.kv;
     // Requests that free slots will take at the next step do not count as queued.
     const freeSlots = Math.max(0, this.opts.maxSequences - this.active.size);
-    if (this.waiting.length >= this.opts.maxQueue + freeSlots) {
+    if (!moved && this.waiting.length >= this.opts.maxQueue + freeSlots) {
       fail('TF_ERR_QUEUE_FULL', `the queue is full (${this.opts.maxQueue} requests waiting); retry later`);
     }
     const max = this.model.config.max_seq_len;

@@ -70,7 +70,7 @@ async function main(): Promise<void> {
     switch (m.type) {
       case 'add':
         try {
-          scheduler.add(m.id, m.prompt, m.params, m.resume);
+          scheduler.add(m.id, m.prompt, m.params, m.moved);
           void loop();
         } catch (err) {
           const e =
