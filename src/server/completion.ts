@@ -66,7 +66,15 @@ function isTokenIds(v: unknown): v is number[] {
 
 function promptInputs(engine: ServingEngine, prompt: CompletionBody['prompt']): PromptInput[] {
   const tok = engine.tokenizer;
+  const context = engine.manifest.model.max_seq_len;
   const fromText = (text: string): PromptInput => {
+    // Refused before tokenizing: a megabyte prompt would hold the event loop for seconds.
+    const atLeast = tok.minTokens(text);
+    if (atLeast >= context)
+      throw new ApiError(
+        'TF_ERR_CONTEXT_LENGTH',
+        `a prompt has at least ${atLeast} tokens (${Buffer.byteLength(text)} bytes); the model's context is ${context} tokens, which must hold the prompt and at least one generated token (prompts are not truncated)`,
+      );
     const ids = tok.encode(text);
     if (ids.length > 0) return { ids, text };
     // OpenAI: an empty prompt generates as if from the start of a new document.

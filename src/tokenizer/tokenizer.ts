@@ -23,13 +23,31 @@ export class Tokenizer {
   private readonly pieces: readonly (TokenPiece | undefined)[] | null;
   private readonly hf: HfTokenizer;
 
-  private constructor(hf: HfTokenizer, byteLevelDecoder: boolean) {
+  /** Byte-level without a normalizer: the most UTF-8 bytes of text one token can stand for. */
+  private readonly longestPieceBytes: number | null;
+
+  private constructor(hf: HfTokenizer, byteLevelDecoder: boolean, normalizes: boolean) {
     this.hf = hf;
     let size = 0;
     for (const id of hf.get_vocab(true).values()) size = Math.max(size, id + 1);
     this.vocabSize = size;
     this.eosTokenId = hf.token_to_id(EOS_TOKEN) ?? null;
     this.pieces = byteLevelDecoder ? byteLevelPieces(hf, size) : null;
+    let longest = 0;
+    for (const p of this.pieces ?? [])
+      if (p !== undefined)
+        longest = Math.max(longest, typeof p === 'string' ? Buffer.byteLength(p) : p.length);
+    this.longestPieceBytes = this.pieces && !normalizes && longest > 0 ? longest : null;
+  }
+
+  /**
+   * A lower bound on `encode(text).length` without encoding: every token of a byte-level
+   * tokenizer covers at most `longestPieceBytes` bytes of the text. Lets a server refuse a prompt
+   * that cannot fit its context at once, instead of spending seconds tokenizing a megabyte.
+   * 0 when no bound is known (other tokenizers, or a normalizer that may shorten the text).
+   */
+  minTokens(text: string): number {
+    return this.longestPieceBytes === null ? 0 : Math.ceil(Buffer.byteLength(text) / this.longestPieceBytes);
   }
 
   /** Loads a `tokenizer.json`; a missing or malformed file is a user error naming the file. */
@@ -82,7 +100,7 @@ export class Tokenizer {
       return bad((err as Error).message, err);
     }
     const decoder = full.decoder as { type?: unknown } | null;
-    return new Tokenizer(hf, decoder?.type === 'ByteLevel');
+    return new Tokenizer(hf, decoder?.type === 'ByteLevel', full.normalizer !== null);
   }
 
   /** True when ids map straight to bytes (GPT-2 style); streaming decode is then O(new bytes). */

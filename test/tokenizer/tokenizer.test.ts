@@ -34,6 +34,15 @@ describe('Tokenizer on GPT-2', () => {
     assert.equal(gpt2.decode([15496, 995]), 'Hello world');
   });
 
+  test('minTokens is a lower bound on the token count, and bounds a megabyte without tokenizing it', () => {
+    const next = rng(11);
+    for (const text of [...TRICKY, ...Array.from({ length: 200 }, () => randomText(next, 400))])
+      assert.ok(gpt2.minTokens(text) <= gpt2.encode(text).length, JSON.stringify(text));
+    assert.equal(gpt2.minTokens(''), 0);
+    // A megabyte of text is known to exceed any context without being tokenized.
+    assert.ok(gpt2.minTokens('x'.repeat(1 << 20)) >= 8192); // GPT-2's longest token is 128 bytes
+  });
+
   test('encode adds no special tokens; special-token text maps to its id', () => {
     assert.deepEqual(gpt2.encode(''), []);
     assert.deepEqual(gpt2.encode('<|endoftext|>'), [50256]);

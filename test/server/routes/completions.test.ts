@@ -194,7 +194,13 @@ test('an unknown model is 404; a prompt longer than the context is 400, not trun
   assert.match(e.message, new RegExp(`has ${context} tokens; the model's context is ${context} tokens`));
   const streamed = await complete({ prompt: Array.from({ length: context + 5 }, () => 5), stream: true });
   assert.equal(streamed.statusCode, 400);
-  assertErrorShape(streamed.json(), 'TF_ERR_CONTEXT_LENGTH');
+  assertErrorShape(streamed.json(), 'TF_ERR_CONTEXT_LENGTH'); // Text that cannot fit is refused from its length alone, before tokenizing it.
+  const huge = await complete({ prompt: 'Call me Ishmael. '.repeat(50_000), max_tokens: 1 });
+  assert.equal(huge.statusCode, 400);
+  assert.match(
+    assertErrorShape(huge.json(), 'TF_ERR_CONTEXT_LENGTH').message,
+    /a prompt has at least \d+ tokens \(850000 bytes\); the model's context is/,
+  );
 });
 
 test('an unknown model named by a megabyte string is 404 with a short message', async () => {
