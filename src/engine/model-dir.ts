@@ -3,7 +3,13 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { exportInBackground } from '../export/background.ts';
 import { MANIFEST_FILE, verifyExport } from '../export/export.ts';
-import { CONFIG_FILE, fileSha256Async, readCheckpointMeta, WEIGHTS_FILE } from '../model/checkpoint.ts';
+import {
+  CONFIG_FILE,
+  checkWeightsChecksum,
+  fileSha256Async,
+  readCheckpointMeta,
+  WEIGHTS_FILE,
+} from '../model/checkpoint.ts';
 import { fail, TokenFormerError } from '../util/errors.ts';
 
 /**
@@ -30,13 +36,15 @@ export async function resolveExportDir(
       `${dir} is neither an export directory (manifest.json) nor a checkpoint (config.json)`,
     );
   }
-  readCheckpointMeta(dir); // a clear error for a broken config before anything else
+  const meta = readCheckpointMeta(dir); // a clear error for a broken config before anything else
   if (!existsSync(join(dir, WEIGHTS_FILE)))
     fail('TF_ERR_NOT_FOUND', `${join(dir, WEIGHTS_FILE)}: weights file is missing`);
+  const weights = await fileSha256Async(join(dir, WEIGHTS_FILE));
+  checkWeightsChecksum(dir, meta, weights); // a damaged checkpoint is refused before exporting
   const key = createHash('sha256')
     .update(EXPORT_CACHE_VERSION)
     .update(readFileSync(join(dir, CONFIG_FILE)))
-    .update(await fileSha256Async(join(dir, WEIGHTS_FILE)))
+    .update(weights)
     .digest('hex')
     .slice(0, 24);
   const out = resolve(cacheRoot, 'exports', key);

@@ -55,6 +55,12 @@ export interface CheckpointMeta {
   step: number;
   /** The checkpoint this one was grown from, if any. */
   parent: Lineage | null;
+  /**
+   * SHA-256 of model.safetensors, recorded by saveCheckpoint and checked on load: a flipped byte
+   * inside tensor data passes every structural check of the file, not this. Absent in older
+   * checkpoints (then nothing is checked).
+   */
+  weights_sha256?: string;
 }
 
 export interface Checkpoint {
@@ -102,7 +108,18 @@ export function readCheckpointMeta(dir: string): CheckpointMeta {
     provenance: (r.provenance as Provenance | undefined) ?? { source: 'unknown', created: '' },
     step: typeof r.step === 'number' ? r.step : 0,
     parent: (r.parent as Lineage | null | undefined) ?? null,
+    ...(typeof r.weights_sha256 === 'string' ? { weights_sha256: r.weights_sha256 } : {}),
   };
+}
+
+/** Fails when the weights' actual SHA-256 is not the one the checkpoint's config recorded. */
+export function checkWeightsChecksum(dir: string, meta: CheckpointMeta, actual: string): void {
+  if (meta.weights_sha256 === undefined || meta.weights_sha256 === actual) return;
+  fail(
+    'TF_ERR_BAD_CHECKPOINT',
+    `${join(dir, WEIGHTS_FILE)} does not match the checksum ${CONFIG_FILE} records: the file is corrupted ` +
+      `or was replaced (expected ${meta.weights_sha256.slice(0, 12)}…, found ${actual.slice(0, 12)}…)`,
+  );
 }
 
 /**
@@ -138,6 +155,8 @@ export function loadCheckpoint(dir: string): Checkpoint {
   try {
     const specs = paramSpecs(meta.model);
     checkParamNames(path, specs, new Map([...file.tensors].map(([k, v]) => [k, v.shape])));
+    // After the structural checks, whose messages say more; this catches what they cannot.
+    if (meta.weights_sha256 !== undefined) checkWeightsChecksum(dir, meta, fileSha256(path));
     const params = new Map(specs.map((s) => [s.name, file.readF32(s.name)] as const));
     return { dir, meta, params };
   } finally {
@@ -176,7 +195,7 @@ export async function saveCheckpoint(
     );
     if (opts.tokenizerFrom) copyFileSync(opts.tokenizerFrom, join(tmp, TOKENIZER_FILE));
     opts.extra?.(tmp);
-    writeJsonAtomic(join(tmp, CONFIG_FILE), meta);
+    writeJsonAtomic(join(tmp, CONFIG_FILE), { ...meta, weights_sha256: fileSha256(join(tmp, WEIGHTS_FILE)) });
   });
 }
 

@@ -212,8 +212,9 @@ export function growCheckpoint(
   const grew = PATTENTION_KINDS.filter((k) => to[k] !== from[k])
     .map((k) => `${k} ${from[k]}→${to[k]}`)
     .join(', ');
+  const { weights_sha256: _parentSum, ...parentMeta } = ck.meta; // the new file gets its own at save
   const meta: CheckpointMeta = {
-    ...ck.meta,
+    ...parentMeta,
     model,
     provenance: {
       source: 'grow',

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import test from 'node:test';
+import { resolveExportDir } from '../../src/engine/model-dir.ts';
 import {
   type CheckpointMeta,
   loadCheckpoint,
@@ -51,7 +52,9 @@ test('save → load round trip keeps config and weights (F32 exact, F16/BF16 wit
     const out = join(dir, dtype);
     await saveCheckpoint(out, meta(), p, { dtype });
     const ck = loadCheckpoint(out);
-    assert.deepEqual(ck.meta, meta());
+    const { weights_sha256, ...rest } = ck.meta;
+    assert.deepEqual(rest, meta());
+    assert.equal(weights_sha256, weightsChecksum(out), 'the weights checksum is recorded');
     for (const [name, data] of p)
       assert.ok(maxAbsDiff(ck.params.get(name)!, data) <= tol, `${dtype} ${name}`);
   }
@@ -59,6 +62,24 @@ test('save → load round trip keeps config and weights (F32 exact, F16/BF16 wit
   const f16 = readFileSync(join(dir, 'F16', WEIGHTS_FILE)).byteLength;
   assert.ok(f16 < f32 * 0.55, `F16 file ${f16} bytes vs F32 ${f32}`);
   assert.match(weightsChecksum(join(dir, 'F32')), /^[0-9a-f]{64}$/);
+});
+
+test('a byte flipped inside tensor data is caught by the recorded checksum (loading and serving)', async (t) => {
+  const root = tempDir(t);
+  const dir = join(root, 'ck');
+  await saveCheckpoint(dir, meta(), params(1));
+  assert.doesNotThrow(() => loadCheckpoint(dir));
+  const bytes = readFileSync(join(dir, WEIGHTS_FILE));
+  bytes[bytes.length - 3]! ^= 0x40; // inside the last tensor: the file stays structurally valid
+  writeFileSync(join(dir, WEIGHTS_FILE), bytes);
+  const corrupted =
+    /model\.safetensors does not match the checksum config\.json records: the file is corrupted/;
+  assert.throws(() => loadCheckpoint(dir), corrupted);
+  await assert.rejects(resolveExportDir(dir, join(root, 'cache')), corrupted);
+  // A checkpoint from before checksums were recorded loads as it is.
+  const { weights_sha256: _, ...older } = readCheckpointMeta(dir);
+  writeFileSync(join(dir, 'config.json'), JSON.stringify(older));
+  assert.doesNotThrow(() => loadCheckpoint(dir));
 });
 
 test('saving over an existing checkpoint replaces it whole; a failed save leaves it intact', async (t) => {
