@@ -1,5 +1,5 @@
+import { Rng } from '../../src/util/rng.ts';
 import { type Plan, sseOnce } from './sse.ts';
-import { seededRandom } from './stats.ts';
 import type { Stream, Tally } from './streams.ts';
 import { WsSession } from './ws-session.ts';
 
@@ -61,7 +61,9 @@ function plan(rng: () => number, o: LoadOptions, tally: Tally): Plan {
 type Kind = 'sse' | 'ws-long' | 'ws-short';
 
 async function loop(kind: Kind, index: number, o: LoadOptions, tally: Tally): Promise<void> {
-  const rng = seededRandom(o.seed * 7919 + index);
+  // The project's seeded generator: the same seed gives the same prompts, lengths and cancels.
+  const seeded = new Rng(o.seed * 7919 + index);
+  const rng = () => seeded.nextFloat();
   const live = o.live;
   const pause = async (s: Stream) => {
     // A refused request backs off as Retry-After says; otherwise a short think time.

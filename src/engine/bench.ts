@@ -8,7 +8,7 @@ import { initParams } from '../model/init.ts';
 import { paramCount } from '../model/params.ts';
 import { saveTokenizer, trainByteLevelBpe } from '../tokenizer/bpe-trainer.ts';
 import { Engine } from './engine.ts';
-import { resolveExportDir } from './model-dir.ts';
+import { resolveExport } from './model-dir.ts';
 import { measurePeakMatmul, measureReadBandwidth } from './roofline.ts';
 import { validateSamplingParams } from './sampling/params.ts';
 
@@ -109,11 +109,12 @@ async function timedRun(engine: Engine, prompt: number[], maxTokens: number): Pr
 }
 
 export async function runBench(o: BenchOptions) {
-  const exportDir = await resolveExportDir(o.model, o.cacheDir);
+  const { exportDir, verified } = await resolveExport(o.model, o.cacheDir);
   const bandwidthGBs = await measureReadBandwidth(o.threads ? { threads: o.threads } : {});
   const peakGflops = await measurePeakMatmul(o.threads ? { threads: o.threads } : {});
   const engine = await Engine.start({
     exportDir,
+    ...(verified ? { verified } : {}),
     device: 'cpu',
     maxSequences: Math.max(16, o.concurrency),
     maxQueue: 64,

@@ -26,6 +26,8 @@ import { type GenerationEvent, type TokenUpdate, textStream } from './text-strea
 
 export interface EngineOptions {
   exportDir: string;
+  /** The export's manifest, already checked by verifyExport (its files are not hashed again). */
+  verified?: Manifest;
   device: 'auto' | 'cpu' | 'cuda';
   threads?: number;
   maxSequences: number;
@@ -78,15 +80,17 @@ export class Engine extends EventEmitter {
 
   /** Loads an export directory in a new worker; resolves once the model is ready. */
   static async start(opts: EngineOptions): Promise<Engine> {
-    const manifest = await verifyExport(opts.exportDir); // checksums: refuse a damaged model up front
+    // Checksums: refuse a damaged model up front (once: the caller may have checked already).
+    const manifest = opts.verified ?? (await verifyExport(opts.exportDir));
     if (!manifest.tokenizer)
       fail(
         'TF_ERR_BAD_CHECKPOINT',
         `${opts.exportDir}: the model has no tokenizer.json; it cannot serve text`,
       );
     const tokenizer = Tokenizer.fromFile(join(opts.exportDir, manifest.tokenizer.file));
+    const { verified: _checked, ...workerOpts } = opts;
     const cfg: WorkerConfig = {
-      ...opts,
+      ...workerOpts,
       eosTokenId: manifest.tokenizer.eos_token_id ?? tokenizer.eosTokenId,
     };
     const worker = startWorker(new URL('./worker.ts', import.meta.url), { workerData: cfg });

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { exportInBackground } from '../export/background.ts';
-import { MANIFEST_FILE, verifyExport } from '../export/export.ts';
+import { MANIFEST_FILE, type Manifest, verifyExport } from '../export/export.ts';
 import {
   CONFIG_FILE,
   checkWeightsChecksum,
@@ -29,7 +29,19 @@ export async function resolveExportDir(
   cacheRoot: string,
   onProgress?: (message: string) => void,
 ): Promise<string> {
-  if (existsSync(join(dir, MANIFEST_FILE))) return resolve(dir);
+  return (await resolveExport(dir, cacheRoot, onProgress)).exportDir;
+}
+
+/**
+ * The same, also returning the export's manifest when this call already checked its checksums
+ * (a cached export), so the engine does not hash the same files again (`EngineOptions.verified`).
+ */
+export async function resolveExport(
+  dir: string,
+  cacheRoot: string,
+  onProgress?: (message: string) => void,
+): Promise<{ exportDir: string; verified?: Manifest }> {
+  if (existsSync(join(dir, MANIFEST_FILE))) return { exportDir: resolve(dir) };
   if (!existsSync(join(dir, CONFIG_FILE))) {
     fail(
       'TF_ERR_NOT_FOUND',
@@ -52,8 +64,7 @@ export async function resolveExportDir(
     onProgress?.(`exporting ${dir} → ${out} (first use)`);
   } else {
     try {
-      await verifyExport(out);
-      return out;
+      return { exportDir: out, verified: await verifyExport(out) };
     } catch (err) {
       if (!(err instanceof TokenFormerError)) throw err;
       // The checkpoint is the source of truth; the cache is only derived from it.
@@ -61,5 +72,5 @@ export async function resolveExportDir(
     }
   }
   await exportInBackground(dir, out);
-  return out;
+  return { exportDir: out };
 }

@@ -12,7 +12,7 @@ import {
   estimateModelMemory,
   type MemoryEstimate,
 } from './memory-budget.ts';
-import { resolveExportDir } from './model-dir.ts';
+import { resolveExport } from './model-dir.ts';
 import type { SamplingParams } from './sampling/params.ts';
 import { validateSamplingParams } from './sampling/params.ts';
 import { type GenerationEvent, type ModelRef, type TokenUpdate, textStream } from './text-stream.ts';
@@ -158,10 +158,11 @@ export class ModelRegistry extends EventEmitter {
     inUse: readonly MemoryEstimate[],
   ): Promise<LoadedModel> {
     const fingerprint = fingerprintOf(dir);
-    const exportDir = await resolveExportDir(dir, opts.cacheDir, opts.onProgress);
-    const memory = estimateModelMemory(exportDir, readManifest(exportDir), opts.engine.maxSequences);
+    const { exportDir, verified } = await resolveExport(dir, opts.cacheDir, opts.onProgress);
+    const manifest = verified ?? readManifest(exportDir);
+    const memory = estimateModelMemory(exportDir, manifest, opts.engine.maxSequences);
     checkMemoryBudget(name, memory, inUse, opts.memoryBudgetBytes ?? defaultMemoryBudget());
-    const engine = await Engine.start({ ...opts.engine, exportDir });
+    const engine = await Engine.start({ ...opts.engine, exportDir, ...(verified ? { verified } : {}) });
     const version = versionOf(engine);
     return {
       name,

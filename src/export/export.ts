@@ -175,7 +175,8 @@ export async function exportModel(
         : null,
       source: {
         checkpoint: ckpt.dir,
-        weights_sha256: weightsChecksum(ckpt.dir),
+        // loadCheckpoint has checked the recorded checksum against the file: no second hash.
+        weights_sha256: ckpt.meta.weights_sha256 ?? weightsChecksum(ckpt.dir),
         step: ckpt.meta.step,
         provenance: ckpt.meta.provenance,
         parent: ckpt.meta.parent,

@@ -81,24 +81,31 @@ export class ServerMetrics {
       buckets: LATENCY_BUCKETS,
       registers,
     });
-    const current = () => this.stats();
-    const gauge = (name: string, help: string, read: (s: EngineStats) => number) =>
+    /** A gauge read at scrape time from `source` (0 while there is nothing to read). */
+    const gauge = <S>(name: string, help: string, source: () => S | undefined, read: (s: S) => number) =>
       new Gauge({
         name,
         help,
         registers,
         collect(this: Gauge) {
-          const s = current();
-          this.set(s ? read(s) : 0);
+          const s = source();
+          this.set(s === undefined ? 0 : read(s));
         },
       });
+    const engine = () => this.stats();
     gauge(
       'tokenformer_requests_running',
       'Sequences decoding in the engine (holding a KV-cache slot)',
+      engine,
       (s) => s.running,
     );
-    gauge('tokenformer_requests_waiting', 'Sequences waiting in the engine queue', (s) => s.waiting);
-    gauge('tokenformer_kv_cache_usage_ratio', 'Fraction of the KV cache in use (0 to 1)', (s) => s.kvUsage);
+    gauge('tokenformer_requests_waiting', 'Sequences waiting in the engine queue', engine, (s) => s.waiting);
+    gauge(
+      'tokenformer_kv_cache_usage_ratio',
+      'Fraction of the KV cache in use (0 to 1)',
+      engine,
+      (s) => s.kvUsage,
+    );
     this.info = new Gauge({
       name: 'tokenformer_model_info',
       help: 'The served model (value 1; labels name it)',
@@ -131,24 +138,16 @@ export class ServerMetrics {
       registers,
     });
     const serving = () => this.registryStats();
-    const registryGauge = (name: string, help: string, read: (s: RegistryStats) => number) =>
-      new Gauge({
-        name,
-        help,
-        registers,
-        collect(this: Gauge) {
-          const s = serving();
-          this.set(s ? read(s) : 0);
-        },
-      });
-    registryGauge(
+    gauge(
       'tokenformer_models_loaded',
       'Models with a live worker: the serving one plus those draining after a swap',
+      serving,
       (s) => s.modelsLoaded,
     );
-    registryGauge(
+    gauge(
       'tokenformer_open_streams',
       'Generation streams open across every loaded model (draining ones included)',
+      serving,
       (s) => s.openStreams,
     );
   }

@@ -6,6 +6,7 @@ import fc from 'fast-check';
 import { API_ERRORS } from '../../src/server/errors.ts';
 import { servedModel } from '../engine/served-model.ts';
 import { tempDir } from '../helpers.ts';
+import { sseData } from '../server/helpers.ts';
 import { ServerProcess, sleep, until } from '../server/processes.ts';
 import { WebSocket, type WsClient } from '../server/ws-client.ts';
 import {
@@ -265,16 +266,7 @@ function answerProblem(req: Request, a: Answer): string | null {
 
 /** An SSE answer ends with `data: [DONE]`, or with an error event (after which nothing comes). */
 function sseProblem(text: string): string | null {
-  const events = text
-    .split('\n\n')
-    .filter((e) => e.trim() !== '')
-    .map((e) =>
-      e
-        .split('\n')
-        .filter((l) => l.startsWith('data: '))
-        .map((l) => l.slice(6))
-        .join('\n'),
-    );
+  const events = sseData(text);
   if (events.length === 0) return 'empty event stream';
   const last = events.at(-1)!;
   for (const e of events.slice(0, -1)) {
