@@ -15,7 +15,7 @@ import { checkGradients, type GradCheck, rng } from './check-gradients.ts';
 /**
  * Every gradient rule against finite differences (check-gradients.ts). float64 wherever
  * onnxruntime's CPU kernels take double — all of the builder's ops except Erf (checked on ORT
- * 1.30: Erf has a float kernel only) — with a 1e-6 relative tolerance; Erf, GELU and the
+ * 1.29 and 1.30: Erf has a float kernel only) — with a 1e-6 relative tolerance; Erf, GELU and the
  * Pattention composite run in float32 with eps 1e-2 and a 1e-2 tolerance.
  */
 
