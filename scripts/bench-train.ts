@@ -1,4 +1,4 @@
-import { BENCH_4M, benchTraining, type TrainBenchOptions } from '../src/train/bench.ts';
+import { BENCH_4M, benchTraining, type TrainBenchOptions } from '../src/bench/training.ts';
 import { parseFlags, runMain } from '../src/util/cli.ts';
 import { fail } from '../src/util/errors.ts';
 

@@ -1,4 +1,4 @@
-import { type BenchOptions, runBench, syntheticModel } from '../src/engine/bench.ts';
+import { type BenchOptions, runBench, syntheticModel } from '../src/bench/serving.ts';
 import { parseFlags, runMain } from '../src/util/cli.ts';
 import { fail } from '../src/util/errors.ts';
 

@@ -1,7 +1,7 @@
-import { OFFICIAL_OPTIMIZER } from '../src/export/training-step.ts';
 import { trainInWorker } from '../src/train/launch.ts';
 import { progressRenderer } from '../src/train/progress.ts';
 import type { TrainOptions } from '../src/train/run.ts';
+import { OFFICIAL_OPTIMIZER } from '../src/train/training-step.ts';
 import { parseFlags, requireFlag, runMain } from '../src/util/cli.ts';
 import { fail } from '../src/util/errors.ts';
 

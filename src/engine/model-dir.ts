@@ -3,14 +3,9 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { exportInBackground } from '../export/background.ts';
 import { MANIFEST_FILE, type Manifest, verifyExport } from '../export/export.ts';
-import {
-  CONFIG_FILE,
-  checkWeightsChecksum,
-  fileSha256Async,
-  readCheckpointMeta,
-  WEIGHTS_FILE,
-} from '../model/checkpoint.ts';
+import { CONFIG_FILE, checkWeightsChecksum, readCheckpointMeta, WEIGHTS_FILE } from '../model/checkpoint.ts';
 import { fail, TokenFormerError } from '../util/errors.ts';
+import { fileSha256Async } from '../util/files.ts';
 
 /**
  * Part of the cache key: bumped when exports gain something older cached ones lack (v2: the

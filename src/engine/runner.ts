@@ -11,9 +11,9 @@ import {
 } from '../export/decoder.ts';
 import { type Manifest, readManifest } from '../export/export.ts';
 import { headDim, type TokenFormerConfig } from '../model/config.ts';
+import { type Device, type Feed, OrtSession } from '../runtime/ort.ts';
 import { fail, TokenFormerError } from '../util/errors.ts';
 import { KvCache, type KvCacheStats, type KvSnapshot } from './kv-cache.ts';
-import { type Device, type Feed, OrtSession } from './ort.ts';
 
 /**
  * Runs the KV-cache decoder (`decoder.onnx`) of one export directory over many sequences.

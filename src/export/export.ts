@@ -1,12 +1,10 @@
-import { closeSync, copyFileSync, existsSync, openSync, readFileSync, statSync, writeSync } from 'node:fs';
+import { closeSync, copyFileSync, existsSync, openSync, statSync, writeSync } from 'node:fs';
 import { basename, isAbsolute, join, normalize } from 'node:path';
 import type { GraphBuilder } from '../graph/builder.ts';
 import { ONNX_OPSET, serializeModel } from '../graph/serialize.ts';
 import type { Value } from '../graph/types.ts';
 import {
   type Checkpoint,
-  fileSha256,
-  fileSha256Async,
   type Lineage,
   loadCheckpoint,
   type Provenance,
@@ -18,6 +16,7 @@ import { paramCount } from '../model/params.ts';
 import { PATTENTION_DOMAIN } from '../model/tokenformer.ts';
 import { replaceDirAtomic, writeFileAtomic, writeJsonAtomic } from '../util/atomic.ts';
 import { fail } from '../util/errors.ts';
+import { fileSha256, fileSha256Async, readJsonFile } from '../util/files.ts';
 import { buildDecoderGraph } from './decoder.ts';
 import { buildFullSequenceGraph } from './full-sequence.ts';
 
@@ -206,19 +205,7 @@ export async function exportCheckpoint(
  */
 export function readManifest(exportDir: string): Manifest {
   const path = join(exportDir, MANIFEST_FILE);
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch (err) {
-    fail('TF_ERR_NOT_FOUND', `cannot read ${path}: ${(err as Error).message}`, err);
-  }
-  let raw: unknown;
-  try {
-    raw = JSON.parse(text);
-  } catch (err) {
-    fail('TF_ERR_BAD_CHECKPOINT', `${path}: not valid JSON (${(err as Error).message})`, err);
-  }
-  const m = raw as Partial<Manifest> | null;
+  const m = readJsonFile(path, 'TF_ERR_BAD_CHECKPOINT') as Partial<Manifest> | null;
   if (m?.format !== EXPORT_FORMAT || m.format_version !== 1) {
     fail('TF_ERR_BAD_CHECKPOINT', `${path}: not a ${EXPORT_FORMAT} manifest of format_version 1`);
   }

@@ -1,17 +1,9 @@
-import { createHash } from 'node:crypto';
-import {
-  closeSync,
-  copyFileSync,
-  createReadStream,
-  existsSync,
-  openSync,
-  readFileSync,
-  readSync,
-} from 'node:fs';
+import { copyFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
+import { SafeTensorsFile, writeSafeTensors } from '../formats/safetensors.ts';
 import { replaceDirAtomic, writeJsonAtomic } from '../util/atomic.ts';
 import { fail } from '../util/errors.ts';
-import { SafeTensorsFile, writeSafeTensors } from '../util/safetensors.ts';
+import { fileSha256, readJsonFile } from '../util/files.ts';
 import { type TokenFormerConfig, validateModelConfig } from './config.ts';
 import { type ParamSpec, paramSpecs } from './params.ts';
 
@@ -71,24 +63,10 @@ export interface Checkpoint {
 
 export type StorageDType = 'F32' | 'F16' | 'BF16';
 
-function readJson(path: string): unknown {
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch (err) {
-    fail('TF_ERR_NOT_FOUND', `cannot read ${path}: ${(err as Error).message}`, err);
-  }
-  try {
-    return JSON.parse(text);
-  } catch (err) {
-    fail('TF_ERR_BAD_CONFIG', `${path}: not valid JSON (${(err as Error).message})`, err);
-  }
-}
-
 /** Reads and validates a checkpoint's config.json. */
 export function readCheckpointMeta(dir: string): CheckpointMeta {
   const path = join(dir, CONFIG_FILE);
-  const raw = readJson(path);
+  const raw = readJsonFile(path);
   if (typeof raw !== 'object' || raw === null || (raw as { format?: unknown }).format !== CHECKPOINT_FORMAT) {
     fail(
       'TF_ERR_BAD_CHECKPOINT',
@@ -202,27 +180,4 @@ export async function saveCheckpoint(
 /** SHA-256 of a checkpoint's weights file (lineage records and export manifests). */
 export function weightsChecksum(dir: string): string {
   return fileSha256(join(dir, WEIGHTS_FILE));
-}
-
-/**
- * The same, without blocking the event loop (a server hashing a new model while it streams):
- * read as a stream, never held whole.
- */
-export async function fileSha256Async(path: string): Promise<string> {
-  const h = createHash('sha256');
-  for await (const chunk of createReadStream(path, { highWaterMark: 1 << 22 })) h.update(chunk as Buffer);
-  return h.digest('hex');
-}
-
-/** Streams the file through SHA-256 in chunks (weights can be larger than one Buffer). */
-export function fileSha256(path: string): string {
-  const h = createHash('sha256');
-  const fd = openSync(path, 'r');
-  try {
-    const buf = Buffer.allocUnsafe(1 << 24);
-    for (let n = readSync(fd, buf); n > 0; n = readSync(fd, buf)) h.update(buf.subarray(0, n));
-  } finally {
-    closeSync(fd);
-  }
-  return h.digest('hex');
 }

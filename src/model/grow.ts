@@ -1,8 +1,8 @@
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join, relative, resolve } from 'node:path';
+import { SafeTensorsFile } from '../formats/safetensors.ts';
 import { fail } from '../util/errors.ts';
 import { fillNormal, Rng } from '../util/rng.ts';
-import { SafeTensorsFile } from '../util/safetensors.ts';
 import {
   type Checkpoint,
   type CheckpointMeta,

@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
+import { SafeTensorsFile, writeSafeTensors } from '../formats/safetensors.ts';
 import { fail } from '../util/errors.ts';
-import { SafeTensorsFile, writeSafeTensors } from '../util/safetensors.ts';
 import type { TokenFormerConfig } from './config.ts';
 import { paramSpecs } from './params.ts';
 

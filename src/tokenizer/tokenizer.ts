@@ -4,9 +4,9 @@
  * decodes losslessly. For byte-level tokenizers decoding is done here, from a per-id table of
  * bytes, so that `decode` and the streaming detokenizer share one definition.
  */
-import { readFileSync } from 'node:fs';
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
 import { fail } from '../util/errors.ts';
+import { readJsonFile } from '../util/files.ts';
 import { symbolsToBytes } from './byte-level.ts';
 
 /** How one id decodes in a byte-level tokenizer: raw UTF-8 bytes, or an added token's literal text. */
@@ -52,19 +52,7 @@ export class Tokenizer {
 
   /** Loads a `tokenizer.json`; a missing or malformed file is a user error naming the file. */
   static fromFile(path: string): Tokenizer {
-    let text: string;
-    try {
-      text = readFileSync(path, 'utf8');
-    } catch (err) {
-      fail('TF_ERR_NOT_FOUND', `cannot read tokenizer file ${path}: ${(err as Error).message}`, err);
-    }
-    let json: unknown;
-    try {
-      json = JSON.parse(text);
-    } catch (err) {
-      fail('TF_ERR_BAD_CONFIG', `${path}: tokenizer file is not valid JSON (${(err as Error).message})`, err);
-    }
-    return Tokenizer.fromJSON(json as object, path);
+    return Tokenizer.fromJSON(readJsonFile(path) as object, path);
   }
 
   /** Builds a tokenizer from a parsed `tokenizer.json`; `where` names its source in errors. */

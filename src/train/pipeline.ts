@@ -1,17 +1,17 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { exportCheckpoint } from '../export/export.ts';
-import { OFFICIAL_OPTIMIZER } from '../export/training-step.ts';
 import { loadCheckpoint, saveCheckpoint, TOKENIZER_FILE } from '../model/checkpoint.ts';
 import type { TokenFormerConfig } from '../model/config.ts';
 import { growDirectory } from '../model/grow.ts';
 import { paramCount } from '../model/params.ts';
 import { writeFileAtomic, writeJsonAtomic } from '../util/atomic.ts';
-import { trainFlopsPerToken } from './bench.ts';
+import { trainFlopsPerToken } from './flops.ts';
 import { trainInWorker } from './launch.ts';
 import { lineChartSvg } from './plot.ts';
 import type { NewModelOptions, TrainEvent, TrainOptions } from './run.ts';
 import { LOG_FILE } from './trainer.ts';
+import { OFFICIAL_OPTIMIZER } from './training-step.ts';
 
 /**
  * `npm run pipeline`: the everyday progressive-scaling workflow in one command. Train a base

@@ -1,6 +1,5 @@
 import { appendFileSync, existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import type { OptimizerConfig } from '../export/training-step.ts';
 import { type CheckpointMeta, loadCheckpoint, TOKENIZER_FILE } from '../model/checkpoint.ts';
 import { defaultTau, type TokenFormerConfig, validateModelConfig } from '../model/config.ts';
 import { initParams } from '../model/init.ts';
@@ -15,6 +14,7 @@ import { defaultCorpusFiles, expandPaths, readDocuments, tokenizeCorpus } from '
 import { lineChartSvg } from './plot.ts';
 import { learningRate, type Schedule } from './schedule.ts';
 import { freshState, LOG_FILE, TRAINER_STATE_FILE, Trainer, type TrainerState } from './trainer.ts';
+import type { OptimizerConfig } from './training-step.ts';
 
 /**
  * `npm run train`: defaults → setup → one loop (nanoGPT). Starts from a checkpoint (`init`), a

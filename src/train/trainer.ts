@@ -1,22 +1,22 @@
 import { existsSync, linkSync } from 'node:fs';
 import { join } from 'node:path';
-import { OrtSession } from '../engine/ort.ts';
+import { serializeModel } from '../graph/serialize.ts';
+import { type CheckpointMeta, saveCheckpoint } from '../model/checkpoint.ts';
+import type { TokenFormerConfig } from '../model/config.ts';
+import { writeAdamMoments } from '../model/optimizer-state.ts';
+import { paramSpecs } from '../model/params.ts';
+import { OrtSession } from '../runtime/ort.ts';
+import { writeJsonAtomic } from '../util/atomic.ts';
+import { fail } from '../util/errors.ts';
+import type { Batch } from './batches.ts';
+import { biasCorrections } from './schedule.ts';
 import {
   buildEvalGraph,
   buildTrainingStepGraph,
   type OptimizerConfig,
   STEP_OUTPUTS,
   stateName,
-} from '../export/training-step.ts';
-import { serializeModel } from '../graph/serialize.ts';
-import { type CheckpointMeta, saveCheckpoint } from '../model/checkpoint.ts';
-import type { TokenFormerConfig } from '../model/config.ts';
-import { writeAdamMoments } from '../model/optimizer-state.ts';
-import { paramSpecs } from '../model/params.ts';
-import { writeJsonAtomic } from '../util/atomic.ts';
-import { fail } from '../util/errors.ts';
-import type { Batch } from './batches.ts';
-import { biasCorrections } from './schedule.ts';
+} from './training-step.ts';
 
 /**
  * The training state and one step of it. Weights and Adam moments live in the trainer's own

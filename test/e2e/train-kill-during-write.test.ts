@@ -237,7 +237,7 @@ fs.renameSync = (from, to) => {
 };
 syncBuiltinESMExports();
 const { runTraining } = await import(${src('src/train/run.ts')});
-const { OFFICIAL_OPTIMIZER } = await import(${src('src/export/training-step.ts')});
+const { OFFICIAL_OPTIMIZER } = await import(${src('src/train/training-step.ts')});
 await runTraining({
   data: ${JSON.stringify(CHAPTERS)}, out: ${JSON.stringify(out)}, cacheDir: ${JSON.stringify(cache)},
   model: { layers: 2, hidden: 32, heads: 2, qkvTokens: 24, projTokens: 20, ffnTokens: 48,

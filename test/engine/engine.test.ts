@@ -2,8 +2,8 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { Engine, type GenerationEvent } from '../../src/engine/engine.ts';
-import { OrtSession } from '../../src/engine/ort.ts';
 import { validateSamplingParams } from '../../src/engine/sampling/params.ts';
+import { OrtSession } from '../../src/runtime/ort.ts';
 import { tempDir } from '../helpers.ts';
 import { servedModel } from './served-model.ts';
 

@@ -3,12 +3,12 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test, { after, before } from 'node:test';
-import { OrtSession } from '../../src/engine/ort.ts';
 import { ModelRunner, type RunnerOptions } from '../../src/engine/runner.ts';
 import { exportCheckpoint, type Manifest } from '../../src/export/export.ts';
+import { SafeTensorsFile } from '../../src/formats/safetensors.ts';
 import { importOfficial } from '../../src/model/official/import.ts';
+import { OrtSession } from '../../src/runtime/ort.ts';
 import { type ErrorCode, TokenFormerError } from '../../src/util/errors.ts';
-import { SafeTensorsFile } from '../../src/util/safetensors.ts';
 import { FIXTURES, maxAbsDiff, tempDir } from '../helpers.ts';
 
 /**

@@ -2,8 +2,8 @@ import assert from 'node:assert/strict';
 import { join, resolve } from 'node:path';
 import test from 'node:test';
 import { resolveExportDir } from '../../src/engine/model-dir.ts';
-import { OrtSession } from '../../src/engine/ort.ts';
 import { ModelRunner } from '../../src/engine/runner.ts';
+import { OrtSession } from '../../src/runtime/ort.ts';
 import { Tokenizer } from '../../src/tokenizer/tokenizer.ts';
 import { tempDir } from '../helpers.ts';
 

@@ -2,16 +2,16 @@ import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import test from 'node:test';
-import { OrtSession, type TensorOut } from '../../src/engine/ort.ts';
 import { buildDecoderGraph } from '../../src/export/decoder.ts';
 import { exportCheckpoint } from '../../src/export/export.ts';
 import { buildFullSequenceGraph } from '../../src/export/full-sequence.ts';
 import type { GraphBuilder } from '../../src/graph/builder.ts';
 import { serializeModel } from '../../src/graph/serialize.ts';
-import { fileSha256 } from '../../src/model/checkpoint.ts';
 import { headDim, type TokenFormerConfig } from '../../src/model/config.ts';
 import { importOfficial } from '../../src/model/official/import.ts';
 import { PATTENTION_DOMAIN } from '../../src/model/tokenformer.ts';
+import { OrtSession, type TensorOut } from '../../src/runtime/ort.ts';
+import { fileSha256 } from '../../src/util/files.ts';
 import { FIXTURES, maxAbsDiff, tempDir, tinyConfig } from '../helpers.ts';
 import { f32Params } from './params.ts';
 

@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
 import test from 'node:test';
-import { OrtSession } from '../../src/engine/ort.ts';
 import { buildFullSequenceGraph } from '../../src/export/full-sequence.ts';
 import { serializeModel } from '../../src/graph/serialize.ts';
 import type { TokenFormerConfig } from '../../src/model/config.ts';
 import { PATTENTION_DOMAIN } from '../../src/model/tokenformer.ts';
+import { OrtSession } from '../../src/runtime/ort.ts';
 import { maxAbsDiff, tinyConfig } from '../helpers.ts';
 import { referenceLogits } from '../reference/tokenformer-f64.ts';
 import { f32Params } from './params.ts';

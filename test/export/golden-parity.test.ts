@@ -2,10 +2,10 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import test from 'node:test';
-import { OrtSession } from '../../src/engine/ort.ts';
 import { exportCheckpoint, type Manifest } from '../../src/export/export.ts';
+import { SafeTensorsFile } from '../../src/formats/safetensors.ts';
 import { importOfficial } from '../../src/model/official/import.ts';
-import { SafeTensorsFile } from '../../src/util/safetensors.ts';
+import { OrtSession } from '../../src/runtime/ort.ts';
 import { FIXTURES, maxAbsDiff, tempDir } from '../helpers.ts';
 
 const TINY = join(FIXTURES, 'official-tiny');

@@ -2,9 +2,9 @@ import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import test from 'node:test';
-import { OrtSession } from '../../src/engine/ort.ts';
 import { defineFunction, GraphBuilder, tensor } from '../../src/graph/builder.ts';
 import { serializeModel } from '../../src/graph/serialize.ts';
+import { OrtSession } from '../../src/runtime/ort.ts';
 import { tempDir } from '../helpers.ts';
 
 test('shape and dtype errors are raised at build time, naming the op and shapes', () => {

@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
-import { type Feed, OrtSession } from '../../src/engine/ort.ts';
 import { gradients } from '../../src/graph/autodiff.ts';
 import { GraphBuilder } from '../../src/graph/builder.ts';
 import { serializeModel } from '../../src/graph/serialize.ts';
 import type { Value } from '../../src/graph/types.ts';
+import { type Feed, OrtSession } from '../../src/runtime/ort.ts';
 
 /**
  * The one gradient check (STYLE.md: every primitive tested backward by one helper): builds a

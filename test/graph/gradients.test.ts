@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict';
 import test from 'node:test';
-import { OrtSession } from '../../src/engine/ort.ts';
 import { gradients } from '../../src/graph/autodiff.ts';
 import { GraphBuilder, tensor } from '../../src/graph/builder.ts';
 import { crossEntropy, globalNorm } from '../../src/graph/composites.ts';
@@ -8,6 +7,7 @@ import { serializeModel } from '../../src/graph/serialize.ts';
 import type { Value } from '../../src/graph/types.ts';
 import { paramSpecs } from '../../src/model/params.ts';
 import { type Ctx, causalAttend, PATTENTION, tokenformer } from '../../src/model/tokenformer.ts';
+import { OrtSession } from '../../src/runtime/ort.ts';
 import { tinyConfig } from '../helpers.ts';
 import { erf, gelu, pattention, randomParams, referenceLogits } from '../reference/tokenformer-f64.ts';
 import { checkGradients, type GradCheck, rng } from './check-gradients.ts';

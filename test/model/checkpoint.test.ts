@@ -3,6 +3,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import test from 'node:test';
 import { resolveExportDir } from '../../src/engine/model-dir.ts';
+import { writeSafeTensors } from '../../src/formats/safetensors.ts';
 import {
   type CheckpointMeta,
   loadCheckpoint,
@@ -12,7 +13,6 @@ import {
   weightsChecksum,
 } from '../../src/model/checkpoint.ts';
 import { paramSpecs } from '../../src/model/params.ts';
-import { writeSafeTensors } from '../../src/util/safetensors.ts';
 import { maxAbsDiff, tempDir, tinyConfig } from '../helpers.ts';
 
 function meta(): CheckpointMeta {

@@ -2,10 +2,10 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
+import { SafeTensorsFile } from '../../src/formats/safetensors.ts';
+import { TorchCheckpoint } from '../../src/formats/torch-checkpoint.ts';
 import { fromOfficialConfig, type TokenFormerConfig } from '../../src/model/config.ts';
-import { TorchCheckpoint } from '../../src/model/official/torch-checkpoint.ts';
 import { paramSpecs } from '../../src/model/params.ts';
-import { SafeTensorsFile } from '../../src/util/safetensors.ts';
 import { FIXTURES, maxAbsDiff } from '../helpers.ts';
 import {
   erf,

@@ -2,14 +2,14 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import test from 'node:test';
-import { OrtSession } from '../../src/engine/ort.ts';
-import { buildTrainingStepGraph, type OptimizerConfig, stateName } from '../../src/export/training-step.ts';
+import { SafeTensorsFile } from '../../src/formats/safetensors.ts';
 import { serializeModel } from '../../src/graph/serialize.ts';
 import { loadCheckpoint } from '../../src/model/checkpoint.ts';
 import { importOfficial } from '../../src/model/official/import.ts';
 import { paramSpecs } from '../../src/model/params.ts';
+import { OrtSession } from '../../src/runtime/ort.ts';
 import { freshState, Trainer } from '../../src/train/trainer.ts';
-import { SafeTensorsFile } from '../../src/util/safetensors.ts';
+import { buildTrainingStepGraph, type OptimizerConfig, stateName } from '../../src/train/training-step.ts';
 import { FIXTURES, maxAbsDiff, tempDir } from '../helpers.ts';
 
 const DIR = join(FIXTURES, 'training');

@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
 import test from 'node:test';
-import { OFFICIAL_OPTIMIZER } from '../../src/export/training-step.ts';
 import { initParams } from '../../src/model/init.ts';
 import { evalBatches, trainBatch } from '../../src/train/batches.ts';
 import { learningRate } from '../../src/train/schedule.ts';
 import { freshState, Trainer } from '../../src/train/trainer.ts';
+import { OFFICIAL_OPTIMIZER } from '../../src/train/training-step.ts';
 import { tinyConfig } from '../helpers.ts';
 
 /** One "sentence" of token ids repeated end to end. */

@@ -1,10 +1,11 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import { TorchCheckpoint } from '../../formats/torch-checkpoint.ts';
 import { fail } from '../../util/errors.ts';
+import { readJsonFile } from '../../util/files.ts';
 import { type CheckpointMeta, checkParamNames, saveCheckpoint, TOKENIZER_FILE } from '../checkpoint.ts';
 import { fromOfficialConfig } from '../config.ts';
 import { EMBEDDING, paramSpecs } from '../params.ts';
-import { TorchCheckpoint } from './torch-checkpoint.ts';
 
 /**
  * `npm run import`: an official TokenFormer release (Hugging Face layout: config.json +
@@ -44,12 +45,7 @@ export async function importOfficial(
   const configPath = join(fromDir, 'config.json');
   const binPath = join(fromDir, 'pytorch_model.bin');
   for (const p of [configPath, binPath]) if (!existsSync(p)) fail('TF_ERR_NOT_FOUND', `${p} does not exist`);
-  let rawConfig: unknown;
-  try {
-    rawConfig = JSON.parse(readFileSync(configPath, 'utf8'));
-  } catch (err) {
-    fail('TF_ERR_BAD_CONFIG', `${configPath}: not valid JSON (${(err as Error).message})`, err);
-  }
+  const rawConfig = readJsonFile(configPath);
   const torch = TorchCheckpoint.open(binPath);
   try {
     const embedding = torch.tensors.get(OFFICIAL_EMBEDDING);

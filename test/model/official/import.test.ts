@@ -7,8 +7,8 @@ import type { TokenFormerConfig } from '../../../src/model/config.ts';
 import { importOfficial } from '../../../src/model/official/import.ts';
 import { type ParamSpec, paramSpecs } from '../../../src/model/params.ts';
 import { f32ToF16 } from '../../../src/util/dtype.ts';
+import { buildCheckpoint, type TensorSpec } from '../../formats/helpers.ts';
 import { tempDir, tinyConfig } from '../../helpers.ts';
-import { buildCheckpoint, type TensorSpec } from './helpers.ts';
 
 function officialConfig(c: TokenFormerConfig): Record<string, unknown> {
   return {

@@ -8,7 +8,7 @@
  */
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { crc32, inflateRawSync } from 'node:zlib';
-import { fail } from '../../util/errors.ts';
+import { fail } from '../util/errors.ts';
 
 export interface ZipEntry {
   readonly name: string;

@@ -13,7 +13,7 @@
  * positioned reads, so multi-GiB checkpoints never have to fit in one buffer.
  */
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
-import { writeAll, writeFileAtomic } from './atomic.ts';
+import { writeAll, writeFileAtomic } from '../util/atomic.ts';
 import {
   DTYPE_BYTES,
   DTYPES,
@@ -23,8 +23,8 @@ import {
   isDType,
   isFloatDType,
   toFloat32,
-} from './dtype.ts';
-import { fail } from './errors.ts';
+} from '../util/dtype.ts';
+import { fail } from '../util/errors.ts';
 
 /** Upper bound on the JSON header size (same limit as the reference Rust implementation). */
 export const MAX_HEADER_BYTES = 100_000_000;

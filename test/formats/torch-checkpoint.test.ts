@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
-import { TorchCheckpoint } from '../../../src/model/official/torch-checkpoint.ts';
-import { ZipReader } from '../../../src/model/official/zip.ts';
-import { type ErrorCode, TokenFormerError } from '../../../src/util/errors.ts';
-import { FIXTURES, tempDir } from '../../helpers.ts';
+import { TorchCheckpoint } from '../../src/formats/torch-checkpoint.ts';
+import { ZipReader } from '../../src/formats/zip.ts';
+import { type ErrorCode, TokenFormerError } from '../../src/util/errors.ts';
+import { FIXTURES, tempDir } from '../helpers.ts';
 import {
   buildCheckpoint,
   type CheckpointSpec,

@@ -10,10 +10,10 @@ import {
   pyTypeName,
   type UnpickleOptions,
   unpickle,
-} from '../../../src/model/official/pickle.ts';
-import { ZipReader } from '../../../src/model/official/zip.ts';
-import { TokenFormerError } from '../../../src/util/errors.ts';
-import { FIXTURES } from '../../helpers.ts';
+} from '../../src/formats/pickle.ts';
+import { ZipReader } from '../../src/formats/zip.ts';
+import { TokenFormerError } from '../../src/util/errors.ts';
+import { FIXTURES } from '../helpers.ts';
 import { PickleWriter, torchStateDictPickle } from './helpers.ts';
 
 const SRC = 'test.pkl';

@@ -1,11 +1,11 @@
-import { measureOutputCopy, measurePeakMatmul } from '../engine/roofline.ts';
-import { OFFICIAL_OPTIMIZER } from '../export/training-step.ts';
-import type { TokenFormerConfig } from '../model/config.ts';
 import { initParams } from '../model/init.ts';
 import { EMBEDDING, paramCount } from '../model/params.ts';
-import { trainBatch } from './batches.ts';
-import { type NewModelOptions, newModelConfig } from './run.ts';
-import { freshState, Trainer } from './trainer.ts';
+import { measureOutputCopy, measurePeakMatmul } from '../runtime/roofline.ts';
+import { trainBatch } from '../train/batches.ts';
+import { trainFlopsPerToken } from '../train/flops.ts';
+import { type NewModelOptions, newModelConfig } from '../train/run.ts';
+import { freshState, Trainer } from '../train/trainer.ts';
+import { OFFICIAL_OPTIMIZER } from '../train/training-step.ts';
 
 /**
  * `npm run bench:train`: training tokens/s and model FLOP utilisation (model FLOP/s divided by
@@ -33,12 +33,6 @@ export const BENCH_4M: TrainBenchOptions = {
   batchSize: 8,
   steps: 8,
 };
-
-/** Training FLOPs per token: 6 per weight used in a matmul (incl. the tied output layer) + attention. */
-export function trainFlopsPerToken(cfg: TokenFormerConfig, seqLen: number): number {
-  const matmulWeights = paramCount(cfg) - 2 * cfg.hidden_size; // all but the final norm; the embedding once (output layer)
-  return 6 * matmulWeights + 12 * cfg.num_layers * seqLen * cfg.hidden_size;
-}
 
 export async function benchTraining(o: TrainBenchOptions) {
   const cfg = newModelConfig({ ...o, maxSeqLen: o.seqLen, rotaryPct: 0.25 });

@@ -2,15 +2,15 @@ import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join, resolve } from 'node:path';
 import { resourceUsage } from 'node:process';
+import { Engine } from '../engine/engine.ts';
+import { resolveExport } from '../engine/model-dir.ts';
+import { validateSamplingParams } from '../engine/sampling/params.ts';
 import { type CheckpointMeta, saveCheckpoint } from '../model/checkpoint.ts';
 import { defaultTau, validateModelConfig } from '../model/config.ts';
 import { initParams } from '../model/init.ts';
 import { paramCount } from '../model/params.ts';
+import { measurePeakMatmul, measureReadBandwidth } from '../runtime/roofline.ts';
 import { saveTokenizer, trainByteLevelBpe } from '../tokenizer/bpe-trainer.ts';
-import { Engine } from './engine.ts';
-import { resolveExport } from './model-dir.ts';
-import { measurePeakMatmul, measureReadBandwidth } from './roofline.ts';
-import { validateSamplingParams } from './sampling/params.ts';
 
 /**
  * `npm run bench`: serving speed of one model through the real engine (worker thread,

@@ -5,7 +5,7 @@
  * `findClass`, which returns a value for whitelisted names only; REDUCE / NEWOBJ can call only a
  * {@link PyGlobal} that the caller gave an implementation. Unknown opcodes are rejected.
  */
-import { fail, TokenFormerError } from '../../util/errors.ts';
+import { fail, TokenFormerError } from '../util/errors.ts';
 
 /** A Python tuple (immutable; distinct from a list, which is a plain array). */
 export class PyTuple {

@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import test from 'node:test';
-import { OrtSession, ortVersion } from '../../src/engine/ort.ts';
 import { GraphBuilder } from '../../src/graph/builder.ts';
 import { serializeModel } from '../../src/graph/serialize.ts';
+import { OrtSession, ortVersion } from '../../src/runtime/ort.ts';
 
 function addGraph(): Uint8Array {
   const g = new GraphBuilder();

@@ -2,9 +2,9 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
-import { ZipReader } from '../../../src/model/official/zip.ts';
-import { type ErrorCode, TokenFormerError } from '../../../src/util/errors.ts';
-import { FIXTURES, tempDir } from '../../helpers.ts';
+import { ZipReader } from '../../src/formats/zip.ts';
+import { type ErrorCode, TokenFormerError } from '../../src/util/errors.ts';
+import { FIXTURES, tempDir } from '../helpers.ts';
 import { buildZip, writeTemp } from './helpers.ts';
 
 const TINY = join(FIXTURES, 'official-tiny/checkpoint/pytorch_model.bin');

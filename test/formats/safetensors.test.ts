@@ -14,14 +14,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { DTYPE_BYTES } from '../../src/util/dtype.ts';
-import { TokenFormerError } from '../../src/util/errors.ts';
 import {
   MAX_HEADER_BYTES,
   readSafeTensors,
   SafeTensorsFile,
   writeSafeTensors,
-} from '../../src/util/safetensors.ts';
+} from '../../src/formats/safetensors.ts';
+import { DTYPE_BYTES } from '../../src/util/dtype.ts';
+import { TokenFormerError } from '../../src/util/errors.ts';
 
 let root: string;
 before(() => {
