@@ -11,8 +11,9 @@ import { fail } from '../../util/errors.ts';
  * strings are, and the held text is exactly the longest such suffix. When several stop strings
  * could match, the one that completes first in the text wins (on a tie, the one starting
  * earlier); that is what a char-by-char stream would see, so the result does not depend on how
- * the text was cut into deltas. Matching is on UTF-16 code units, which is exact for well-formed
- * strings: a code unit match of whole strings is a code point match.
+ * the text was cut into deltas. Matching is on code points, so a stop string holding a lone
+ * surrogate (JSON allows one) never matches half of a character, and text is only ever cut or
+ * held between whole characters.
  */
 export interface StopResult {
   /** Text that is safe to show now. */
@@ -23,13 +24,25 @@ export interface StopResult {
   matched?: string;
 }
 
+interface Pattern {
+  text: string;
+  /** The stop string's code points. */
+  cps: Int32Array;
+  /** KMP prefix function on code points: pi[q] = longest proper border of cps[0..q]. */
+  pi: Int32Array;
+  /** units[q]: UTF-16 length of the first q code points (what the held text measures). */
+  units: Int32Array;
+}
+
+const HIGH_SURROGATE = /[\uD800-\uDBFF]$/;
+
 export class StopMatcher {
-  private readonly stops: readonly string[];
-  /** KMP prefix function per stop string: pi[q] = longest proper border of s[0..q]. */
-  private readonly pis: Int32Array[];
-  /** Per stop string: how many of its leading code units the text currently ends with. */
+  private readonly stops: readonly Pattern[];
+  /** Per stop string: how many of its leading code points the text currently ends with. */
   private readonly state: Int32Array;
   private held = '';
+  /** A high surrogate that ended the last delta: its pair may start the next one. */
+  private split = '';
   private stopped = false;
 
   constructor(stops: readonly string[]) {
@@ -37,8 +50,7 @@ export class StopMatcher {
       if (typeof s !== 'string' || s === '')
         fail('TF_ERR_BAD_ARGS', 'stop strings must be non-empty strings');
     }
-    this.stops = [...stops];
-    this.pis = this.stops.map(prefixFunction);
+    this.stops = stops.map(pattern);
     this.state = new Int32Array(this.stops.length);
   }
 
@@ -46,49 +58,64 @@ export class StopMatcher {
   push(delta: string): StopResult {
     if (this.stopped) return { emit: '', stopped: true };
     if (this.stops.length === 0) return { emit: delta, stopped: false };
-    const text = this.held + delta;
-    const base = this.held.length;
-    for (let i = 0; i < delta.length; i++) {
-      const c = delta.charCodeAt(i);
+    let input = this.split + delta;
+    this.split = '';
+    if (HIGH_SURROGATE.test(input)) {
+      this.split = input.slice(-1);
+      input = input.slice(0, -1);
+    }
+    const text = this.held + input;
+    let end = this.held.length; // code-unit offset in text after the current code point
+    for (const ch of input) {
+      const c = ch.codePointAt(0)!;
+      end += ch.length;
       let hit = -1;
       for (let k = 0; k < this.stops.length; k++) {
-        const s = this.stops[k]!;
-        const pi = this.pis[k]!;
+        const { cps, pi } = this.stops[k]!;
         let q = this.state[k]!;
-        while (q > 0 && s.charCodeAt(q) !== c) q = pi[q - 1]!;
-        if (s.charCodeAt(q) === c) q++;
+        while (q > 0 && cps[q] !== c) q = pi[q - 1]!;
+        if (cps[q] === c) q++;
         this.state[k] = q;
-        if (q === s.length && (hit < 0 || s.length > this.stops[hit]!.length)) hit = k;
+        if (q === cps.length && (hit < 0 || this.stops[k]!.text.length > this.stops[hit]!.text.length))
+          hit = k;
       }
       if (hit >= 0) {
-        const matched = this.stops[hit]!;
-        const start = base + i + 1 - matched.length;
+        const matched = this.stops[hit]!.text;
         this.stopped = true;
         this.held = '';
-        return { emit: text.slice(0, start), stopped: true, matched };
+        this.split = '';
+        return { emit: text.slice(0, end - matched.length), stopped: true, matched };
       }
     }
     let keep = 0;
-    for (const q of this.state) if (q > keep) keep = q;
+    for (let k = 0; k < this.stops.length; k++) {
+      const units = this.stops[k]!.units[this.state[k]!]!;
+      if (units > keep) keep = units;
+    }
     this.held = text.slice(text.length - keep);
     return { emit: text.slice(0, text.length - keep), stopped: false };
   }
 
   /** At the end of generation: the held-back text, which turned out not to be a stop string. */
   flush(): string {
-    const h = this.held;
+    const h = this.held + this.split;
     this.held = '';
+    this.split = '';
     this.state.fill(0);
     return h;
   }
 }
 
-function prefixFunction(s: string): Int32Array {
-  const pi = new Int32Array(s.length);
-  for (let i = 1, q = 0; i < s.length; i++) {
-    while (q > 0 && s.charCodeAt(i) !== s.charCodeAt(q)) q = pi[q - 1]!;
-    if (s.charCodeAt(i) === s.charCodeAt(q)) q++;
+function pattern(text: string): Pattern {
+  const chars = [...text];
+  const cps = Int32Array.from(chars, (ch) => ch.codePointAt(0)!);
+  const units = new Int32Array(chars.length + 1);
+  for (let q = 0; q < chars.length; q++) units[q + 1] = units[q]! + chars[q]!.length;
+  const pi = new Int32Array(cps.length);
+  for (let i = 1, q = 0; i < cps.length; i++) {
+    while (q > 0 && cps[i] !== cps[q]) q = pi[q - 1]!;
+    if (cps[i] === cps[q]) q++;
     pi[i] = q;
   }
-  return pi;
+  return { text, cps, pi, units };
 }

@@ -75,6 +75,23 @@ test('unicode stop strings, including characters outside the BMP', () => {
   assert.equal(run(['👋🏽'], ['hi 👋', ' there']).text, 'hi 👋 there');
 });
 
+test('matching is on code points: a lone surrogate never matches, cuts or holds half a character', () => {
+  // "\uD83D" is the first half of 😀 (U+1F600) and of 🛑 (U+1F6D1); JSON lets a client send it alone.
+  for (const stop of ['\uD83D', '\uDE00', 'a\uD83D', '\uDE00b']) {
+    const r = run([stop], ['a😀b', ' 🛑 ab😀']);
+    assert.equal(r.stopped, false, JSON.stringify(stop));
+    assert.deepEqual(r.emits, ['a😀b', ' 🛑 ab😀'], JSON.stringify(stop));
+  }
+  // A character outside the BMP split across deltas is matched whole.
+  assert.equal(run(['😀b'], ['a\uD83D', '\uDE00b!']).text, 'a');
+  const split = run(['x'], ['a\uD83D', '\uDE00b']);
+  assert.equal(split.text, 'a😀b');
+  assert.ok(
+    split.emits.every((e) => !/[\uD800-\uDBFF]$/.test(e)),
+    JSON.stringify(split.emits),
+  );
+});
+
 test('after a stop nothing more is emitted', () => {
   const m = new StopMatcher(['.']);
   assert.deepEqual(m.push('one. two'), { emit: 'one', stopped: true, matched: '.' });
