@@ -6,13 +6,16 @@ import { fail } from '../../util/errors.ts';
  * completions API; the extras (top_k, min_p, repetition_penalty, ignore_eos) follow vLLM.
  */
 export interface SamplingParams {
-  /** Softmax temperature in [0, 2]; 0 means greedy (argmax, ties to the lowest id). */
+  /**
+   * Softmax temperature in [0, 2]; below GREEDY_TEMPERATURE it is greedy (argmax, ties to the
+   * lowest id), since 1/T overflows to Infinity for the smallest doubles.
+   */
   temperature: number;
   /** Keep only the k most likely tokens; 0 = off (vLLM's -1 is accepted and read as 0). */
   top_k: number;
-  /** Nucleus: keep the smallest set of most likely tokens whose mass is ≥ top_p; in (0, 1], 1 = off. */
+  /** Nucleus: keep the smallest set of most likely tokens whose mass is ≥ top_p; in [0, 1], 1 = off, 0 = greedy. */
   top_p: number;
-  /** Drop tokens whose probability is below min_p · p_max; in [0, 1), 0 = off. */
+  /** Drop tokens whose probability is below min_p · p_max; in [0, 1], 0 = off, 1 = greedy. */
   min_p: number;
   /** HF/vLLM: divide positive, multiply negative logits of tokens seen in prompt + output; 1 = off. */
   repetition_penalty: number;
@@ -33,6 +36,8 @@ export interface SamplingParams {
 }
 
 export const MAX_LOGPROBS = 20;
+/** Temperatures below this sample greedily (vLLM's _SAMPLING_EPS). */
+export const GREEDY_TEMPERATURE = 1e-5;
 export const MAX_STOP_STRINGS = 4;
 /** OpenAI's default for /v1/completions. */
 export const DEFAULT_MAX_TOKENS = 16;
@@ -86,10 +91,8 @@ export function validateSamplingParams(raw: unknown): SamplingParams {
   const r = raw as Record<string, unknown>;
 
   const temperature = between('temperature', num(r, 'temperature', 1), 0, 2);
-  const top_p = num(r, 'top_p', 1);
-  if (!(top_p > 0 && top_p <= 1)) bad(`top_p must be in (0, 1], got ${top_p}`);
-  const min_p = num(r, 'min_p', 0);
-  if (!(min_p >= 0 && min_p < 1)) bad(`min_p must be in [0, 1), got ${min_p}`);
+  const top_p = between('top_p', num(r, 'top_p', 1), 0, 1);
+  const min_p = between('min_p', num(r, 'min_p', 0), 0, 1);
   const repetition_penalty = num(r, 'repetition_penalty', 1);
   if (!(repetition_penalty > 0 && Number.isFinite(repetition_penalty))) {
     bad(`repetition_penalty must be a finite number > 0 (1 = off), got ${repetition_penalty}`);

@@ -1,7 +1,7 @@
 import { fail, invariant } from '../../util/errors.ts';
 import { Rng } from '../../util/rng.ts';
 import { expNeg } from './fastexp.ts';
-import type { SamplingParams } from './params.ts';
+import { GREEDY_TEMPERATURE, type SamplingParams } from './params.ts';
 import { Penalties } from './penalties.ts';
 import { type Cut, topKCut, topPCut } from './select.ts';
 
@@ -107,7 +107,12 @@ export class Sampler {
     for (const t of promptTokens) this.checkToken(t, 'prompt token');
     this.rng = new Rng(params.seed);
     this.penalties = new Penalties(params, promptTokens);
-    this.greedy = params.temperature === 0 || params.top_k === 1;
+    // top_p 0 and min_p 1 keep only the most likely token, as OpenAI and vLLM read them.
+    this.greedy =
+      params.temperature < GREEDY_TEMPERATURE ||
+      params.top_k === 1 ||
+      params.top_p === 0 ||
+      params.min_p === 1;
     this.invTemp = this.greedy ? 0 : 1 / params.temperature;
     this.topK = params.top_k > 0 && params.top_k < vocabSize ? params.top_k : 0;
     this.topP = params.top_p;

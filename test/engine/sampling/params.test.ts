@@ -59,6 +59,12 @@ test('valid values pass through; stop is normalised to a list, top_k -1 to 0, nu
   assert.equal(validateSamplingParams({ logprobs: 0 }).logprobs, 0);
 });
 
+test('top_p 0 and min_p 1 are accepted, as OpenAI and vLLM accept them', () => {
+  assert.equal(validateSamplingParams({ top_p: 0 }).top_p, 0);
+  assert.equal(validateSamplingParams({ min_p: 1 }).min_p, 1);
+  assert.equal(validateSamplingParams({ temperature: 1e-310 }).temperature, 1e-310);
+});
+
 test('each bad field is named with its range and the value received', () => {
   rejects(null, /sampling parameters must be an object/);
   rejects([1], /sampling parameters must be an object/);
@@ -68,10 +74,10 @@ test('each bad field is named with its range and the value received', () => {
   rejects({ temperature: Number.NaN }, /temperature must be between 0 and 2, got NaN/);
   rejects({ top_k: 1.5 }, /^top_k must be an integer, got 1.5$/);
   rejects({ top_k: -2 }, /^top_k must be ≥ 0 \(0 or -1 = off\), got -2$/);
-  rejects({ top_p: 0 }, /^top_p must be in \(0, 1\], got 0$/);
-  rejects({ top_p: 1.01 }, /^top_p must be in \(0, 1\], got 1.01$/);
-  rejects({ min_p: 1 }, /^min_p must be in \[0, 1\), got 1$/);
-  rejects({ min_p: -0.1 }, /^min_p must be in \[0, 1\), got -0.1$/);
+  rejects({ top_p: -0.01 }, /^top_p must be between 0 and 1, got -0.01$/);
+  rejects({ top_p: 1.01 }, /^top_p must be between 0 and 1, got 1.01$/);
+  rejects({ min_p: 1.5 }, /^min_p must be between 0 and 1, got 1.5$/);
+  rejects({ min_p: -0.1 }, /^min_p must be between 0 and 1, got -0.1$/);
   rejects({ repetition_penalty: 0 }, /^repetition_penalty must be a finite number > 0 \(1 = off\), got 0$/);
   rejects({ repetition_penalty: Number.POSITIVE_INFINITY }, /repetition_penalty .* got Infinity/);
   rejects({ presence_penalty: 2.5 }, /^presence_penalty must be between -2 and 2, got 2.5$/);

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import test from 'node:test';
-import { validateSamplingParams } from '../../../src/engine/sampling/params.ts';
+import { GREEDY_TEMPERATURE, validateSamplingParams } from '../../../src/engine/sampling/params.ts';
 import { Sampler } from '../../../src/engine/sampling/sampler.ts';
 import { TokenFormerError } from '../../../src/util/errors.ts';
 import { Rng } from '../../../src/util/rng.ts';
@@ -218,6 +218,26 @@ test('as temperature falls towards 0 the distribution approaches greedy', () => 
   assert.ok(last > 1 - 1e-8);
   const s = sampler({ temperature: 0.01, seed: 1 }, logits);
   for (let i = 0; i < 200; i++) assert.equal(s.sample(logits).token, 1);
+});
+
+test('temperatures below GREEDY_TEMPERATURE, top_p 0 and min_p 1 are greedy, with finite logprobs', () => {
+  const rng = new Rng(5);
+  for (let round = 0; round < 20; round++) {
+    const logits = Float32Array.from({ length: 40 }, () => Math.round(rng.nextFloat() * 6));
+    const g = sampler({ temperature: 0, logprobs: 2 }, logits).sample(logits);
+    // 1 / 1e-310 is Infinity: without the epsilon, 0 · Infinity made the row NaN.
+    for (const raw of [
+      { temperature: 1e-310 },
+      { temperature: GREEDY_TEMPERATURE / 2 },
+      { temperature: 1.5, top_p: 0 },
+      { temperature: 1.5, min_p: 1 },
+    ]) {
+      const s = sampler({ ...raw, seed: round, logprobs: 2 }, logits);
+      for (let i = 0; i < 3; i++) assert.deepEqual(s.sample(logits), g, JSON.stringify(raw));
+      const p = s.distribution(logits);
+      assert.equal(p[g.token], 1);
+    }
+  }
 });
 
 test('repetition penalty divides positive and multiplies negative logits of seen tokens', () => {
