@@ -35,6 +35,15 @@ export interface EngineOptions {
   prefillChunk: number;
 }
 
+/**
+ * How many sequences the engine holds at once: decoding in KV slots, plus waiting. A request
+ * that needs more sequences than both together could never be admitted.
+ */
+export interface EngineCapacity {
+  maxSequences: number;
+  maxQueue: number;
+}
+
 interface Stream {
   push(e: TokenUpdate | Error): void;
   update(u: SequenceUpdate): void;
@@ -71,6 +80,7 @@ export class Engine extends EventEmitter {
     readonly tokenizer: Tokenizer,
     readonly device: 'cpu' | 'cuda',
     readonly fallbackReason: string | undefined,
+    readonly capacity: EngineCapacity,
   ) {
     super();
     worker.on('message', (m: FromWorker) => this.onMessage(m));
@@ -111,7 +121,8 @@ export class Engine extends EventEmitter {
       // Only our listeners: removeAllListeners() would also drop the Worker's own.
       worker.off('message', onMessage!).off('error', onError!).off('exit', onExit!);
     });
-    return new Engine(worker, manifest, tokenizer, ready.device, ready.fallbackReason);
+    const capacity = { maxSequences: opts.maxSequences, maxQueue: opts.maxQueue };
+    return new Engine(worker, manifest, tokenizer, ready.device, ready.fallbackReason, capacity);
   }
 
   get stats(): EngineStats {

@@ -129,6 +129,12 @@ export function parseCompletionRequest(
     bad(
       `${prompts.length} prompt(s) × n=${n} asks for ${prompts.length * n} choices; the limit is ${ctx.maxChoices}`,
     );
+  // Choices are admitted all or nothing: more than the engine can ever hold would be 429 forever.
+  const { maxSequences, maxQueue } = engine.capacity;
+  if (prompts.length * n > maxSequences + maxQueue)
+    bad(
+      `${prompts.length} prompt(s) × n=${n} asks for ${prompts.length * n} sequences at once; this server decodes ${maxSequences} (--max-sequences) and queues ${maxQueue} more (--max-queue), so the request could never be admitted`,
+    );
   const context = engine.manifest.model.max_seq_len;
   for (const [i, p] of prompts.entries()) {
     if (p.ids.length >= context) {

@@ -61,7 +61,7 @@ export interface SwapNotice {
 }
 
 /** What a completion needs from the serving model (an Engine, or the registry's view of it). */
-export type ServingEngine = Pick<Engine, 'generate' | 'tokenizer' | 'eosTokenId' | 'manifest'>;
+export type ServingEngine = Pick<Engine, 'generate' | 'tokenizer' | 'eosTokenId' | 'manifest' | 'capacity'>;
 
 /** One completion in flight: its abort signal (client gone, timeout, shutdown) and its end. */
 export interface Job {
@@ -204,6 +204,7 @@ export class ServerContext {
       tokenizer: engine.tokenizer,
       eosTokenId: engine.eosTokenId,
       manifest: engine.manifest,
+      capacity: engine.capacity,
     };
   }
 

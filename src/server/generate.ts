@@ -53,13 +53,19 @@ export async function* runCompletion(
   const iters: AsyncIterator<GenerationEvent>[] = [];
   const finished = new Set<number>();
   // Ends the choices still running when this stream stops early. (The engine's iterators may be
-  // async generators, whose return() waits for their next event; an abort does not wait.)
-  const local = new AbortController();
-  const signal = AbortSignal.any([job.signal, local.signal]);
+  // async generators, whose return() waits for their next event; an abort does not wait.) Each
+  // choice listens on its own signal and the job's signal has one listener for the request, so
+  // a large `n` does not pile listeners on one signal (MaxListenersExceededWarning).
+  const perChoice = choices.map(() => new AbortController());
+  const abortAll = () => {
+    for (const ac of perChoice) if (!ac.signal.aborted) ac.abort(job.signal.reason);
+  };
+  if (job.signal.aborted) abortAll();
+  else job.signal.addEventListener('abort', abortAll, { once: true });
   let accepted = false;
   try {
-    for (const c of choices)
-      iters.push(engine.generate(c.prompt.ids, c.params, signal)[Symbol.asyncIterator]());
+    for (const [k, c] of choices.entries())
+      iters.push(engine.generate(c.prompt.ids, c.params, perChoice[k]!.signal)[Symbol.asyncIterator]());
     const next = (k: number): Promise<Step> =>
       iters[k]!.next().then(
         (r) => ({ k, r }),
@@ -127,7 +133,8 @@ export async function* runCompletion(
     yield { type: 'usage', usage: usage(promptTokens, completionTokens) };
   } finally {
     // Stopped early (error, client gone, consumer broke off): free every sequence still running.
-    if (finished.size < choices.length) local.abort();
+    if (finished.size < choices.length) abortAll();
+    job.signal.removeEventListener('abort', abortAll);
     // Every iterator, finished ones too: a generation that yielded its last event is suspended
     // there until returned, and its cleanup runs then.
     for (const it of iters) it.return?.().catch(() => {});

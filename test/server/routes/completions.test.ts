@@ -164,7 +164,7 @@ test('bad requests are refused with 400 and the OpenAI error shape, naming the p
     [{ prompt: 'a', max_tokens: '3' }, /max_tokens must be integer/],
     [{ prompt: 'a', max_tokens: 0 }, /max_tokens must be >= 1/],
     [{ prompt: 'a', temperature: 5 }, /temperature must be between 0 and 2, got 5/],
-    [{ prompt: 'a', top_p: 0 }, /top_p must be in \(0, 1\]/],
+    [{ prompt: 'a', top_p: -0.5 }, /top_p must be between 0 and 1, got -0.5/],
     [{ prompt: 'a', stop: ['a', 'b', 'c', 'd', 'e'] }, /stop must hold at most 4 strings/],
     [{ prompt: 'a', logprobs: 50 }, /logprobs must be between 0 and 20/],
     [{ prompt: 'a', n: 0 }, /n must be >= 1/],
@@ -181,6 +181,58 @@ test('bad requests are refused with 400 and the OpenAI error shape, naming the p
     assert.equal(e.type, 'invalid_request_error');
     assert.match(e.message, message);
   }
+});
+
+test('more choices than the engine can ever hold (slots + queue) is 400 naming the limits, not 429', async () => {
+  // testApp: --max-sequences 4, --max-queue 8, so 12 choices fit an idle server and 13 never do.
+  const never = await complete({ ...greedy, prompt: 'a', n: 13, max_tokens: 1 });
+  assert.equal(never.statusCode, 400);
+  assert.equal(never.headers['retry-after'], undefined);
+  assert.match(
+    assertErrorShape(never.json(), 'TF_ERR_BAD_ARGS').message,
+    /13 sequences at once; this server decodes 4 \(--max-sequences\) and queues 8 more \(--max-queue\)/,
+  );
+  const twoPrompts = await complete({ ...greedy, prompt: ['a', 'b'], n: 7, max_tokens: 1 });
+  assert.equal(twoPrompts.statusCode, 400);
+  const fits = await complete({ ...greedy, prompt: 'a', n: 12, max_tokens: 1 });
+  assert.equal(fits.statusCode, 200);
+  assert.equal((fits.json() as CompletionResponse).choices.length, 12);
+});
+
+test('a temperature under the greedy epsilon, top_p 0 and min_p 1 answer greedily', async () => {
+  const req = { model: MODEL, ignore_eos: true, prompt: 'Call me Ishmael.', max_tokens: 8 };
+  const text = async (over: Record<string, unknown>) => {
+    const r = await complete({ ...req, ...over });
+    assert.equal(r.statusCode, 200, `${JSON.stringify(over)}: ${r.body}`);
+    const c = (r.json() as CompletionResponse).choices[0]!;
+    assert.equal(c.finish_reason, 'length');
+    return c.text;
+  };
+  const expected = await text({ temperature: 0 });
+  assert.ok(expected.length > 0);
+  // 1e-310 is a subnormal double: 1/T is Infinity, which made the row NaN and the text empty.
+  assert.equal(await text({ temperature: 1e-310 }), expected);
+  assert.equal(await text({ temperature: 1.5, top_p: 0, seed: 3 }), expected);
+  assert.equal(await text({ temperature: 1.5, min_p: 1, seed: 4 }), expected);
+});
+
+test('n = 12 puts one abort listener per request on the job: no MaxListenersExceededWarning', async () => {
+  const warnings: Error[] = [];
+  const onWarning = (w: Error) => warnings.push(w);
+  process.on('warning', onWarning);
+  try {
+    for (const stream of [false, true]) {
+      const r = await complete({ ...greedy, prompt: 'a', n: 12, max_tokens: 2, stream });
+      assert.equal(r.statusCode, 200);
+    }
+    await new Promise((r) => setTimeout(r, 50)); // warnings are emitted on a later tick
+  } finally {
+    process.off('warning', onWarning);
+  }
+  assert.deepEqual(
+    warnings.map((w) => `${w.name}: ${w.message}`),
+    [],
+  );
 });
 
 test('an unknown model is 404; a prompt longer than the context is 400, not truncated', async () => {
