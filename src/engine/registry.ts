@@ -14,7 +14,7 @@ import {
 } from './memory-budget.ts';
 import { resolveExport } from './model-dir.ts';
 import type { SamplingParams } from './sampling/params.ts';
-import { validateSamplingParams } from './sampling/params.ts';
+import { remainingParams, validateSamplingParams } from './sampling/params.ts';
 import { type GenerationEvent, type ModelRef, type TokenUpdate, textStream } from './text-stream.ts';
 
 /**
@@ -235,8 +235,7 @@ export class ModelRegistry extends EventEmitter {
     let survivedCrash = false;
     for (;;) {
       if (signal?.aborted) return;
-      const left = params.max_tokens - generated.length;
-      const p = generated.length ? { ...params, max_tokens: left } : params;
+      const p = remainingParams(params, generated.length);
       let moving: Promise<KvSnapshot | null> | undefined;
       let crashed = false;
       let handoff: Handoff | undefined;

@@ -110,7 +110,7 @@ export class Scheduler {
         'TF_ERR_BAD_ARGS',
         `a KV snapshot of ${resume.length} positions does not fit a ${prompt.length}-token prompt`,
       );
-    const sampler = new Sampler(params, prompt, this.model.vocabSize);
+    const sampler = new Sampler(params, prompt, this.model.vocabSize, this.opts.eosTokenId);
     this.waiting.push({
       id,
       prompt,
@@ -187,6 +187,7 @@ export class Scheduler {
     let finish: FinishReason | undefined;
     if (!s.params.ignore_eos && this.opts.eosTokenId !== null && r.token === this.opts.eosTokenId)
       finish = 'stop';
+    else if (s.params.stop_token_ids.includes(r.token)) finish = 'stop';
     else if (s.generated >= s.params.max_tokens) finish = 'length';
     else if (s.prompt.length + s.generated >= this.model.config.max_seq_len) finish = 'length';
     updates.push({ id: s.id, tokens: [token], ...(finish ? { finish } : {}) });

@@ -7,7 +7,8 @@ import { StopMatcher } from './sampling/stop.ts';
 /**
  * Token updates → text events: the streamer and stopping-criteria stages of generation. Text is
  * emitted only in whole UTF-8 characters, stop strings are matched on text across token
- * boundaries (the matched string is not emitted), and the end-of-text token is not text.
+ * boundaries (the matched string is not emitted) once min_tokens tokens are out, and the token
+ * that ends a sequence (end-of-text, a stop_token_ids entry) is not text.
  * Leaving the loop early (a stop string) returns the source, which cancels the sequence.
  */
 
@@ -37,21 +38,34 @@ export async function* textStream(
   source: AsyncIterable<TokenUpdate>,
   opts: { tokenizer: Tokenizer; eosTokenId: number | null; params: SamplingParams; promptTokens: number },
 ): AsyncGenerator<GenerationEvent> {
+  const { params } = opts;
   const detok = new StreamingDetokenizer(opts.tokenizer);
-  const stop = new StopMatcher(opts.params.stop);
+  const stop = new StopMatcher(params.stop);
+  const stopTokens = new Set(params.stop_token_ids);
+  if (opts.eosTokenId !== null && !params.ignore_eos) stopTokens.add(opts.eosTokenId);
   let completion = 0;
   for await (const u of source) {
     const by = u.model ? { model: u.model } : {};
-    let text = '';
-    for (const t of u.tokens) {
-      completion++;
-      const endOfText = u.finish === 'stop' && t.token === opts.eosTokenId && !opts.params.ignore_eos;
-      if (!endOfText) text += detok.push(t.token);
+    let emit = '';
+    let stopped = false;
+    const before = completion;
+    completion += u.tokens.length;
+    // Token by token, so that stop strings count only from the min_tokens-th token on.
+    for (const [i, t] of u.tokens.entries()) {
+      const last = i === u.tokens.length - 1;
+      // The token that ended the sequence (end-of-text, a stop token id) is not text.
+      let piece = u.finish === 'stop' && last && stopTokens.has(t.token) ? '' : detok.push(t.token);
+      if (u.finish && last) piece += detok.flush();
+      const r = stop.push(piece, before + i + 1 >= params.min_tokens);
+      emit += r.emit;
+      if (r.stopped) {
+        stopped = true;
+        break;
+      }
     }
-    if (u.finish) text += detok.flush();
-    const r = stop.push(text);
-    if (r.stopped) {
-      yield { type: 'delta', text: r.emit, tokens: u.tokens, ...by };
+    if (!stopped && u.finish && u.tokens.length === 0) emit += stop.push(detok.flush()).emit;
+    if (stopped) {
+      yield { type: 'delta', text: emit, tokens: u.tokens, ...by };
       yield {
         type: 'done',
         finishReason: 'stop',
@@ -62,7 +76,7 @@ export async function* textStream(
       return; // the for-await's return() cancels the sequence
     }
     if (u.finish) {
-      yield { type: 'delta', text: r.emit + stop.flush(), tokens: u.tokens, ...by };
+      yield { type: 'delta', text: emit + stop.flush(), tokens: u.tokens, ...by };
       yield {
         type: 'done',
         finishReason: u.finish,
@@ -72,6 +86,6 @@ export async function* textStream(
       };
       return;
     }
-    if (r.emit || u.tokens.length) yield { type: 'delta', text: r.emit, tokens: u.tokens, ...by };
+    if (emit || u.tokens.length) yield { type: 'delta', text: emit, tokens: u.tokens, ...by };
   }
 }

@@ -29,16 +29,28 @@ export interface SamplingParams {
   logprobs?: number;
   /** Upper bound on generated tokens; the context length may end a request earlier. */
   max_tokens: number;
-  /** Up to 4 non-empty stop strings, matched on generated text and not included in the output. */
+  /** Up to 64 non-empty stop strings, matched on generated text and not included in the output. */
   stop: string[];
   /** Keep generating past the end-of-sequence token (benchmarks). */
   ignore_eos: boolean;
+  /** OpenAI: [token id, bias in [-100, 100]] pairs, added to those tokens' logits; ids ascending. */
+  logit_bias: [number, number][];
+  /**
+   * vLLM: until this many tokens were generated, the end-of-text token and stop_token_ids cannot
+   * be sampled and stop strings do not end the text; ≤ max_tokens.
+   */
+  min_tokens: number;
+  /** vLLM: token ids (besides end-of-text) that end the sequence with `stop`; their text is not output. */
+  stop_token_ids: number[];
 }
 
 export const MAX_LOGPROBS = 20;
 /** Temperatures below this sample greedily (vLLM's _SAMPLING_EPS). */
 export const GREEDY_TEMPERATURE = 1e-5;
-export const MAX_STOP_STRINGS = 4;
+export const MAX_STOP_STRINGS = 64;
+export const MAX_STOP_TOKEN_IDS = 64;
+/** OpenAI's range for a logit_bias value: -100 bans a token, 100 all but forces it. */
+export const MAX_LOGIT_BIAS = 100;
 /** OpenAI's default for /v1/completions. */
 export const DEFAULT_MAX_TOKENS = 16;
 
@@ -79,6 +91,48 @@ function stops(v: unknown): string[] {
   return [...(list as string[])];
 }
 
+function logitBias(v: unknown): [number, number][] {
+  if (v === undefined || v === null) return [];
+  if (typeof v !== 'object' || Array.isArray(v))
+    return bad(
+      `logit_bias must be an object mapping token ids to biases, got ${Array.isArray(v) ? 'an array' : typeof v}`,
+    );
+  const out: [number, number][] = [];
+  for (const [key, bias] of Object.entries(v)) {
+    const id = /^\d{1,15}$/.test(key) ? Number(key) : Number.NaN;
+    if (!Number.isSafeInteger(id))
+      bad(`logit_bias keys must be token ids (integers ≥ 0), got ${JSON.stringify(key.slice(0, 40))}`);
+    if (typeof bias !== 'number') bad(`logit_bias[${id}] must be a number, got ${show(bias)}`);
+    between(`logit_bias[${id}]`, bias as number, -MAX_LOGIT_BIAS, MAX_LOGIT_BIAS);
+    out.push([id, bias as number]);
+  }
+  return out.sort((a, b) => a[0] - b[0]);
+}
+
+function stopTokenIds(v: unknown): number[] {
+  if (v === undefined || v === null) return [];
+  if (!Array.isArray(v)) return bad(`stop_token_ids must be an array of token ids, got ${typeof v}`);
+  if (v.length > MAX_STOP_TOKEN_IDS)
+    bad(`stop_token_ids must hold at most ${MAX_STOP_TOKEN_IDS} ids, got ${v.length}`);
+  for (const id of v)
+    if (!(typeof id === 'number' && Number.isSafeInteger(id) && id >= 0))
+      bad(`stop_token_ids must hold token ids (integers ≥ 0), got ${show(id)}`);
+  return [...new Set(v as number[])];
+}
+
+/**
+ * A stream's parameters for the rest of its generation once `generated` tokens are out (a stream
+ * that moves to another model goes on with its prompt plus those tokens).
+ */
+export function remainingParams(params: SamplingParams, generated: number): SamplingParams {
+  if (generated === 0) return params;
+  return {
+    ...params,
+    max_tokens: params.max_tokens - generated,
+    min_tokens: Math.max(0, params.min_tokens - generated),
+  };
+}
+
 /**
  * Checks the sampling fields of a request body and fills defaults. Other keys (model, prompt, …)
  * are ignored, and null counts as absent since OpenAI clients send explicit nulls. Every error
@@ -110,6 +164,10 @@ export function validateSamplingParams(raw: unknown): SamplingParams {
   const ignore_eos = r.ignore_eos ?? false;
   if (typeof ignore_eos !== 'boolean') bad(`ignore_eos must be a boolean, got ${show(ignore_eos)}`);
 
+  const min_tokens = int(r, 'min_tokens') ?? 0;
+  if (min_tokens < 0) bad(`min_tokens must be ≥ 0, got ${min_tokens}`);
+  if (min_tokens > max_tokens) bad(`min_tokens (${min_tokens}) must not exceed max_tokens (${max_tokens})`);
+
   const out: SamplingParams = {
     temperature,
     top_k,
@@ -121,6 +179,9 @@ export function validateSamplingParams(raw: unknown): SamplingParams {
     max_tokens,
     stop: stops(r.stop),
     ignore_eos: ignore_eos as boolean,
+    logit_bias: logitBias(r.logit_bias),
+    min_tokens,
+    stop_token_ids: stopTokenIds(r.stop_token_ids),
   };
   const seed = int(r, 'seed');
   if (seed !== undefined) out.seed = seed;

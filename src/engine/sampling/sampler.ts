@@ -1,20 +1,22 @@
 import { fail, invariant } from '../../util/errors.ts';
 import { Rng } from '../../util/rng.ts';
 import { expNeg } from './fastexp.ts';
+import { LogitBias } from './logit-bias.ts';
 import { GREEDY_TEMPERATURE, type SamplingParams } from './params.ts';
 import { Penalties } from './penalties.ts';
 import { type Cut, topKCut, topPCut } from './select.ts';
 
 /**
  * One sampler per sequence, called once per step on that sequence's row of logits:
- *   penalties (logits processor) → temperature → top-k → top-p → min-p → argmax or one draw.
+ *   logit bias → penalties → min-tokens ban (logits processors) → temperature → top-k → top-p
+ *   → min-p → argmax or one draw.
  * The stages after the penalties are fused rather than chained, since each on its own would be
  * another O(V) pass: one pass computes the weights at temperature T, their sum and a histogram
  * that bounds which tokens top-k/top-p can keep; selection (no full sort) runs on those only.
  * Greedy is one argmax pass, plus one exp pass for the logprob.
  *
- * Logprobs are the log-softmax of the penalised logits at temperature 1, before top-k/top-p/
- * min-p: what the brief calls vLLM's default. Doubt: vLLM v1's default (`raw_logprobs`) is taken
+ * Logprobs are the log-softmax of the processed logits (bias, penalties, min-tokens ban) at
+ * temperature 1, before top-k/top-p/min-p: what the brief calls vLLM's default. Doubt: vLLM v1's default (`raw_logprobs`) is taken
  * before penalties too, so the two differ only when a penalty is set. They describe the model's
  * distribution, so a token drawn at temperature 1.5 can carry a low logprob.
  *
@@ -87,6 +89,7 @@ type Plan =
 export class Sampler {
   readonly rng: Rng;
   private readonly penalties: Penalties;
+  private readonly bias: LogitBias;
   private readonly greedy: boolean;
   private readonly invTemp: number;
   private readonly topK: number; // 0 = off
@@ -100,13 +103,18 @@ export class Sampler {
     private readonly params: SamplingParams,
     promptTokens: readonly number[],
     readonly vocabSize: number,
+    /** The end-of-text token, which min_tokens holds back. */
+    eosTokenId: number | null = null,
   ) {
     if (!Number.isSafeInteger(vocabSize) || vocabSize < 1) {
       fail('TF_ERR_BAD_ARGS', `vocabSize must be a positive integer, got ${vocabSize}`);
     }
     for (const t of promptTokens) this.checkToken(t, 'prompt token');
+    for (const [t] of params.logit_bias) this.checkToken(t, 'logit_bias token');
+    for (const t of params.stop_token_ids) this.checkToken(t, 'stop token');
     this.rng = new Rng(params.seed);
     this.penalties = new Penalties(params, promptTokens);
+    this.bias = new LogitBias(params, eosTokenId !== null && eosTokenId < vocabSize ? eosTokenId : null);
     // top_p 0 and min_p 1 keep only the most likely token, as OpenAI and vLLM read them.
     this.greedy =
       params.temperature < GREEDY_TEMPERATURE ||
@@ -124,6 +132,7 @@ export class Sampler {
   accept(token: number): void {
     this.checkToken(token, 'accepted token');
     this.penalties.accept(token);
+    this.bias.accept();
   }
 
   /** Picks the next token from one row of logits (length vocabSize). Does not call accept(). */
@@ -185,10 +194,12 @@ export class Sampler {
         `logits row has ${logits.length} entries, expected vocabSize ${this.vocabSize}`,
       );
     }
-    if (!this.penalties.active) return logits;
+    if (!this.penalties.active && !this.bias.active) return logits;
     const z = scratch(this.vocabSize).z;
     z.set(logits);
+    this.bias.apply(z);
     this.penalties.apply(z);
+    this.bias.suppress(z);
     return z;
   }
 

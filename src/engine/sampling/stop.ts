@@ -54,8 +54,11 @@ export class StopMatcher {
     this.state = new Int32Array(this.stops.length);
   }
 
-  /** Feeds the next piece of generated text. After a stop, returns nothing more. */
-  push(delta: string): StopResult {
+  /**
+   * Feeds the next piece of generated text. After a stop, returns nothing more. While not
+   * `armed` (min_tokens not reached), a completed stop string does not stop the text.
+   */
+  push(delta: string, armed = true): StopResult {
     if (this.stopped) return { emit: '', stopped: true };
     if (this.stops.length === 0) return { emit: delta, stopped: false };
     let input = this.split + delta;
@@ -76,7 +79,11 @@ export class StopMatcher {
         while (q > 0 && cps[q] !== c) q = pi[q - 1]!;
         if (cps[q] === c) q++;
         this.state[k] = q;
-        if (q === cps.length && (hit < 0 || this.stops[k]!.text.length > this.stops[hit]!.text.length))
+        if (
+          armed &&
+          q === cps.length &&
+          (hit < 0 || this.stops[k]!.text.length > this.stops[hit]!.text.length)
+        )
           hit = k;
       }
       if (hit >= 0) {
@@ -107,15 +114,20 @@ export class StopMatcher {
 }
 
 function pattern(text: string): Pattern {
-  const chars = [...text];
-  const cps = Int32Array.from(chars, (ch) => ch.codePointAt(0)!);
-  const units = new Int32Array(chars.length + 1);
-  for (let q = 0; q < chars.length; q++) units[q + 1] = units[q]! + chars[q]!.length;
-  const pi = new Int32Array(cps.length);
-  for (let i = 1, q = 0; i < cps.length; i++) {
+  const cps = new Int32Array(text.length);
+  const units = new Int32Array(text.length + 1);
+  let n = 0;
+  for (let i = 0; i < text.length; n++) {
+    const c = text.codePointAt(i)!;
+    cps[n] = c;
+    i += c > 0xffff ? 2 : 1;
+    units[n + 1] = i;
+  }
+  const pi = new Int32Array(n);
+  for (let i = 1, q = 0; i < n; i++) {
     while (q > 0 && cps[i] !== cps[q]) q = pi[q - 1]!;
     if (cps[i] === cps[q]) q++;
     pi[i] = q;
   }
-  return { text, cps, pi, units };
+  return { text, cps: cps.subarray(0, n), pi, units: units.subarray(0, n + 1) };
 }

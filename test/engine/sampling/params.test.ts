@@ -1,6 +1,10 @@
 import assert from 'node:assert/strict';
 import test from 'node:test';
-import { DEFAULT_MAX_TOKENS, validateSamplingParams } from '../../../src/engine/sampling/params.ts';
+import {
+  DEFAULT_MAX_TOKENS,
+  remainingParams,
+  validateSamplingParams,
+} from '../../../src/engine/sampling/params.ts';
 import { TokenFormerError } from '../../../src/util/errors.ts';
 
 function rejects(raw: unknown, message: RegExp): void {
@@ -23,7 +27,38 @@ test('an empty request gets the OpenAI defaults, with penalties and filters off'
     max_tokens: DEFAULT_MAX_TOKENS,
     stop: [],
     ignore_eos: false,
+    logit_bias: [],
+    min_tokens: 0,
+    stop_token_ids: [],
   });
+});
+
+test('logit_bias becomes sorted [id, bias] pairs; min_tokens and stop_token_ids pass through', () => {
+  const p = validateSamplingParams({
+    logit_bias: { '50': -100, '7': 100, '12': 0.5 },
+    min_tokens: 4,
+    max_tokens: 4,
+    stop_token_ids: [9, 3, 9],
+    stop: Array.from({ length: 64 }, (_, i) => `s${i}`),
+  });
+  assert.deepEqual(p.logit_bias, [
+    [7, 100],
+    [12, 0.5],
+    [50, -100],
+  ]);
+  assert.equal(p.min_tokens, 4);
+  assert.deepEqual(p.stop_token_ids, [9, 3]);
+  assert.equal(p.stop.length, 64);
+  const q = validateSamplingParams({ logit_bias: null, min_tokens: null, stop_token_ids: null });
+  assert.deepEqual([q.logit_bias, q.min_tokens, q.stop_token_ids], [[], 0, []]);
+});
+
+test('remainingParams: a moved stream keeps what is left of max_tokens and min_tokens', () => {
+  const p = validateSamplingParams({ max_tokens: 10, min_tokens: 4 });
+  assert.equal(remainingParams(p, 0), p);
+  const r = remainingParams(p, 6);
+  assert.deepEqual([r.max_tokens, r.min_tokens], [4, 0]);
+  assert.deepEqual([remainingParams(p, 3).max_tokens, remainingParams(p, 3).min_tokens], [7, 1]);
 });
 
 test('valid values pass through; stop is normalised to a list, top_k -1 to 0, null means absent', () => {
@@ -90,7 +125,25 @@ test('each bad field is named with its range and the value received', () => {
   rejects({ logprobs: true }, /^logprobs must be an integer, got true$/);
   rejects({ max_tokens: 0 }, /^max_tokens must be ≥ 1, got 0$/);
   rejects({ max_tokens: 2.5 }, /^max_tokens must be an integer, got 2.5$/);
-  rejects({ stop: ['a', 'b', 'c', 'd', 'e'] }, /^stop must hold at most 4 strings, got 5$/);
+  rejects(
+    { stop: Array.from({ length: 65 }, (_, i) => `s${i}`) },
+    /^stop must hold at most 64 strings, got 65$/,
+  );
+  rejects({ logit_bias: { '5': 101 } }, /^logit_bias\[5\] must be between -100 and 100, got 101$/);
+  rejects({ logit_bias: { '5': -100.5 } }, /^logit_bias\[5\] must be between -100 and 100, got -100.5$/);
+  rejects({ logit_bias: { abc: 1 } }, /^logit_bias keys must be token ids \(integers ≥ 0\), got "abc"$/);
+  rejects({ logit_bias: { '-1': 1 } }, /^logit_bias keys must be token ids/);
+  rejects({ logit_bias: { '1.5': 1 } }, /^logit_bias keys must be token ids/);
+  rejects({ logit_bias: { '3': '1' } }, /^logit_bias\[3\] must be a number, got "1"$/);
+  rejects({ logit_bias: [1, 2] }, /^logit_bias must be an object mapping token ids to biases, got an array$/);
+  rejects({ min_tokens: -1 }, /^min_tokens must be ≥ 0, got -1$/);
+  rejects({ min_tokens: 17 }, /^min_tokens \(17\) must not exceed max_tokens \(16\)$/);
+  rejects({ stop_token_ids: [1, -2] }, /^stop_token_ids must hold token ids \(integers ≥ 0\), got -2$/);
+  rejects(
+    { stop_token_ids: Array.from({ length: 65 }, (_, i) => i) },
+    /^stop_token_ids must hold at most 64 ids, got 65$/,
+  );
+  rejects({ stop_token_ids: 3 }, /^stop_token_ids must be an array of token ids, got number$/);
   rejects({ stop: ['a', 1] }, /^stop must hold only strings, got number 1$/);
   rejects({ stop: '' }, /^stop strings must not be empty$/);
   rejects({ stop: 7 }, /^stop must be a string or an array of strings, got number$/);

@@ -240,6 +240,52 @@ test('temperatures below GREEDY_TEMPERATURE, top_p 0 and min_p 1 are greedy, wit
   }
 });
 
+test('logit_bias adds to the logits: the distribution is softmax(logits + bias); -100 bans, 100 forces', () => {
+  const logits = row(1, 2.2, 2, -1, 0.5);
+  const biased = (bias: Record<string, number>, raw: Record<string, unknown> = {}) =>
+    new Sampler(params({ logit_bias: bias, ...raw }), [], logits.length);
+  const p = biased({ '0': 1.5, '3': -0.25 }).distribution(logits);
+  assertClose(p, softmax([2.5, 2.2, 2, -1.25, 0.5]), 1e-12);
+  assert.equal(biased({ '1': -100 }, { temperature: 0 }).sample(logits).token, 2);
+  const forced = biased({ '3': 100 }, { seed: 1 });
+  for (let i = 0; i < 50; i++) assert.equal(forced.sample(logits).token, 3);
+  // Logprobs describe the biased distribution, like the draws.
+  const r = biased({ '0': 1.5 }, { temperature: 0, logprobs: 1 }).sample(logits);
+  assert.equal(r.token, 0);
+  assert.ok(Math.abs(r.logprob - Math.log(softmax([2.5, 2.2, 2, -1, 0.5])[0]!)) < 1e-6);
+  assert.throws(() => biased({ '5': 1 }), /logit_bias token 5 is outside the vocabulary \[0, 5\)/);
+});
+
+test('min_tokens holds back the end-of-text token and stop_token_ids until that many tokens are out', () => {
+  const eos = 1;
+  const logits = row(1, 9, 2, 8.5, 0.5); // eos is the argmax, stop token 3 the runner-up
+  const s = new Sampler(
+    params({ temperature: 0, min_tokens: 2, stop_token_ids: [3], logprobs: 2 }),
+    [],
+    5,
+    eos,
+  );
+  const first = s.sample(logits);
+  assert.equal(first.token, 2);
+  assert.equal(first.top![0]!.token, 2); // banned tokens have logprob -Infinity
+  s.accept(first.token);
+  assert.equal(s.sample(logits).token, 2);
+  assert.ok(s.distribution(logits)[eos] === 0);
+  s.accept(2);
+  assert.equal(s.sample(logits).token, eos);
+  // With temperature: 2000 draws never hit a held-back token.
+  const t = new Sampler(
+    params({ temperature: 1.5, min_tokens: 16, stop_token_ids: [3], seed: 2 }),
+    [],
+    5,
+    eos,
+  );
+  for (let i = 0; i < 2000; i++) assert.ok(![eos, 3].includes(t.sample(logits).token));
+  // ignore_eos: end-of-text is an ordinary token, min_tokens does not touch it.
+  const g = new Sampler(params({ temperature: 0, min_tokens: 3, ignore_eos: true }), [], 5, eos);
+  assert.equal(g.sample(logits).token, eos);
+});
+
 test('repetition penalty divides positive and multiplies negative logits of seen tokens', () => {
   const logits = row(2, -1, 1, 0);
   const base = softmax(logits);

@@ -92,6 +92,14 @@ test('matching is on code points: a lone surrogate never matches, cuts or holds 
   );
 });
 
+test('a stop string completed while not armed (min_tokens) does not stop; one completed later does', () => {
+  const m = new StopMatcher(['ab']);
+  assert.deepEqual(m.push('xab', false), { emit: 'x', stopped: false });
+  assert.deepEqual(m.push('ca', false), { emit: 'abc', stopped: false });
+  // The held "a" completes "ab" in an armed push: a match that straddles the boundary counts.
+  assert.deepEqual(m.push('b!', true), { emit: '', stopped: true, matched: 'ab' });
+});
+
 test('after a stop nothing more is emitted', () => {
   const m = new StopMatcher(['.']);
   assert.deepEqual(m.push('one. two'), { emit: 'one', stopped: true, matched: '.' });
