@@ -1,38 +1,23 @@
-import { type SamplingParams, validateSamplingParams } from '../engine/sampling/params.ts';
+import type { SamplingParams } from '../engine/sampling/params.ts';
 import type { ServingEngine } from './context.ts';
 import { ApiError, quoted } from './errors.ts';
+import { checkTokenId, parseSamplingFields, type SamplingFieldsBody } from './sampling-fields.ts';
 
 /**
  * A completion request as the HTTP route and the WebSocket receive it (after the JSON schema of
  * routes/completions.ts), and its checked form. Checking happens here, once, for both adapters:
- * the model name, the prompt forms, token ids, context length and the sampling parameters.
+ * the model name, the prompt forms, token ids, context length and (through sampling-fields.ts,
+ * which the chat route shares) the sampling parameters.
  */
 
 type Maybe<T> = T | null | undefined;
 
-export interface CompletionBody {
-  model?: Maybe<string>;
+export interface CompletionBody extends SamplingFieldsBody {
   prompt: string | string[] | number[] | number[][];
-  max_tokens?: Maybe<number>;
-  temperature?: Maybe<number>;
-  top_p?: Maybe<number>;
-  top_k?: Maybe<number>;
-  min_p?: Maybe<number>;
-  presence_penalty?: Maybe<number>;
-  frequency_penalty?: Maybe<number>;
-  repetition_penalty?: Maybe<number>;
-  stop?: Maybe<string | string[]>;
-  seed?: Maybe<number>;
-  n?: Maybe<number>;
   logprobs?: Maybe<number>;
   echo?: Maybe<boolean>;
-  stream?: Maybe<boolean>;
-  stream_options?: Maybe<{ include_usage?: Maybe<boolean> }>;
-  user?: Maybe<string>;
-  ignore_eos?: Maybe<boolean>;
   best_of?: Maybe<number>;
   suffix?: Maybe<string>;
-  logit_bias?: Maybe<Record<string, number>>;
 }
 
 export interface PromptInput {
@@ -83,10 +68,7 @@ function promptInputs(engine: ServingEngine, prompt: CompletionBody['prompt']): 
     return { ids: [eos], text };
   };
   const fromIds = (ids: number[]): PromptInput => {
-    for (const id of ids) {
-      if (!Number.isSafeInteger(id) || id < 0 || id >= tok.vocabSize || tok.idToToken(id) === null)
-        bad(`prompt token id ${id} is not in the vocabulary (ids 0 to ${tok.vocabSize - 1})`);
-    }
+    for (const id of ids) checkTokenId(tok, id, 'prompt token id');
     return { ids, text: tok.decode(ids) };
   };
   if (typeof prompt === 'string') return [fromText(prompt)];
@@ -112,14 +94,13 @@ export function parseCompletionRequest(
       `the model ${quoted(body.model)} does not exist; this server serves ${JSON.stringify(ctx.modelName)}`,
     );
   }
-  if (body.suffix) bad('suffix is not supported');
-  if (body.logit_bias && Object.keys(body.logit_bias).length > 0) bad('logit_bias is not supported');
+  if (body.suffix) bad('suffix is not supported (an empty one is accepted)');
   const n = body.n ?? 1;
   if (!(Number.isSafeInteger(n) && n >= 1)) bad(`n must be an integer ≥ 1, got ${n}`);
   if (body.best_of != null && body.best_of !== n)
     bad('best_of is not supported (leave it unset or equal to n)');
 
-  const params = validateSamplingParams(body);
+  const params = parseSamplingFields(body, engine.tokenizer, { logprobs: body.logprobs });
   const echo = body.echo ?? false;
   if (echo && params.logprobs !== undefined)
     bad('echo with logprobs is not supported: the server does not score prompt tokens');

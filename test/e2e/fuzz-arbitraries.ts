@@ -66,6 +66,12 @@ export const COMPLETION_FIELDS = [
   'best_of',
   'suffix',
   'logit_bias',
+  'min_tokens',
+  'stop_token_ids',
+  'response_format',
+  'tools',
+  'tool_choice',
+  'functions',
 ] as const;
 
 const HOSTILE_CONSTANTS: unknown[] = [

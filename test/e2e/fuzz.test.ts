@@ -382,6 +382,14 @@ test('megabyte strings and bodies around the 1 MiB limit', async () => {
       { ...VALID_COMPLETION, extra: new Raw(`${'['.repeat(200_000)}${']'.repeat(200_000)}`) },
     ],
     ['suffix', '/v1/completions', { ...VALID_COMPLETION, suffix: 's'.repeat(mb) }],
+    [
+      'logit_bias',
+      '/v1/completions',
+      {
+        ...VALID_COMPLETION,
+        logit_bias: Object.fromEntries(Array.from({ length: 80_000 }, (_, i) => [i, 1])),
+      },
+    ],
     ['tokenize', '/tokenize', { prompt: long }],
     ['detokenize', '/detokenize', { tokens: Array.from({ length: 200_000 }, () => 65) }],
     ['swap', '/admin/swap', { model: 'n'.repeat(mb) }],

@@ -16,6 +16,7 @@ import {
   type Usage,
 } from '../openai.ts';
 import { onResponseClose } from '../response.ts';
+import { samplingFieldsSchema } from '../sampling-fields.ts';
 import { SSE_DONE, SSE_HEADERS, sseJson } from '../sse.ts';
 
 const tokenIds = { type: 'array', minItems: 1, items: { type: 'integer', minimum: 0 } } as const;
@@ -23,14 +24,15 @@ const optional = (type: string) => ({ type: [type, 'null'] }) as const;
 
 /**
  * POST /v1/completions, the OpenAI Completions API: types are checked here by fastify (400 on a
- * mismatch), values and ranges by parseCompletionRequest. Unknown fields are ignored, as OpenAI
- * clients send fields that no server uses. The WebSocket route validates its messages with it too.
+ * mismatch), values and ranges by parseCompletionRequest. The fields it shares with chat
+ * completions come from sampling-fields.ts. Unknown fields are ignored, as OpenAI clients send
+ * fields that no server uses. The WebSocket route validates its messages with it too.
  */
 export const completionsBodySchema = {
   type: 'object',
   required: ['prompt'],
   properties: {
-    model: optional('string'),
+    ...samplingFieldsSchema,
     prompt: {
       anyOf: [
         { type: 'string' },
@@ -39,29 +41,10 @@ export const completionsBodySchema = {
         { type: 'array', minItems: 1, items: tokenIds },
       ],
     },
-    max_tokens: { type: ['integer', 'null'], minimum: 1 },
-    temperature: optional('number'),
-    top_p: optional('number'),
-    top_k: optional('integer'),
-    min_p: optional('number'),
-    presence_penalty: optional('number'),
-    frequency_penalty: optional('number'),
-    repetition_penalty: optional('number'),
-    stop: { anyOf: [{ type: 'string' }, { type: 'array', items: { type: 'string' } }, { type: 'null' }] },
-    seed: optional('integer'),
-    n: { type: ['integer', 'null'], minimum: 1 },
     logprobs: { type: ['integer', 'null'], minimum: 0 },
     echo: optional('boolean'),
-    stream: optional('boolean'),
-    stream_options: {
-      type: ['object', 'null'],
-      properties: { include_usage: optional('boolean') },
-    },
-    user: optional('string'),
-    ignore_eos: optional('boolean'),
     best_of: optional('integer'),
     suffix: optional('string'),
-    logit_bias: optional('object'),
   },
 } as const;
 

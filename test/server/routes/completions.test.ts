@@ -165,7 +165,10 @@ test('bad requests are refused with 400 and the OpenAI error shape, naming the p
     [{ prompt: 'a', max_tokens: 0 }, /max_tokens must be >= 1/],
     [{ prompt: 'a', temperature: 5 }, /temperature must be between 0 and 2, got 5/],
     [{ prompt: 'a', top_p: -0.5 }, /top_p must be between 0 and 1, got -0.5/],
-    [{ prompt: 'a', stop: ['a', 'b', 'c', 'd', 'e'] }, /stop must hold at most 4 strings/],
+    [
+      { prompt: 'a', stop: Array.from({ length: 65 }, (_, i) => `${i}`) },
+      /stop must hold at most 64 strings/,
+    ],
     [{ prompt: 'a', logprobs: 50 }, /logprobs must be between 0 and 20/],
     [{ prompt: 'a', n: 0 }, /n must be >= 1/],
     [{ prompt: 'a', n: 17 }, /17 choices; the limit is 16/],
