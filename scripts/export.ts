@@ -1,23 +1,50 @@
+import { join } from 'node:path';
 import { exportCheckpoint } from '../src/export/export.ts';
-import { parseFlags, progress, requireFlag, runMain } from '../src/util/cli.ts';
-import { fail } from '../src/util/errors.ts';
+import { CONFIG_FILE, readCheckpointMeta } from '../src/model/checkpoint.ts';
+import { checkTokenizerFits } from '../src/tokenizer/fit.ts';
+import { Tokenizer } from '../src/tokenizer/tokenizer.ts';
+import {
+  type FlagSpec,
+  helpText,
+  parseCommandLine,
+  progress,
+  requireFlag,
+  runMain,
+} from '../src/util/cli.ts';
 
 const USAGE = 'npm run export -- --checkpoint DIR --out DIR [--external-data auto|always|never]';
 
+const INTRO = `Exports a checkpoint to ONNX for serving: model.onnx (input_ids → logits, no cache), decoder.onnx
+(the KV-cache decoder the server runs), manifest.json (config, checksums and sizes of every file,
+source checkpoint) and tokenizer.json. --out may be a new or empty folder or an earlier export;
+anything else is refused. The checkpoint's weights and tokenizer are checked against the
+checksums its config.json records, and the tokenizer must fit the embedding.`;
+
+const FLAGS = {
+  checkpoint: { kind: 'string', arg: 'DIR', help: 'the checkpoint directory to export' },
+  out: { kind: 'string', arg: 'DIR', help: 'the export directory (replaced atomically)' },
+  'external-data': {
+    kind: 'string',
+    choices: ['auto', 'always', 'never'],
+    help: 'weights in a separate .onnx.data file: past 1.5 GiB (auto), always, or never',
+    default: 'auto',
+  },
+} as const satisfies Record<string, FlagSpec>;
+
 runMain(async () => {
-  const flags = parseFlags(USAGE, {
-    checkpoint: { type: 'string' },
-    out: { type: 'string' },
-    'external-data': { type: 'string', default: 'auto' },
-  });
-  if (flags.help) return void console.log(USAGE);
-  const ext = flags['external-data'];
-  if (ext !== 'auto' && ext !== 'always' && ext !== 'never') {
-    fail('TF_ERR_BAD_ARGS', `--external-data must be auto, always or never, got ${ext}\nusage: ${USAGE}`);
-  }
+  const flags = parseCommandLine(USAGE, FLAGS);
+  if (flags.help) return void console.log(helpText(USAGE, INTRO, FLAGS));
+  const checkpoint = requireFlag(USAGE, flags, 'checkpoint');
   const out = requireFlag(USAGE, flags, 'out');
-  const manifest = await exportCheckpoint(requireFlag(USAGE, flags, 'checkpoint'), out, {
-    externalData: ext,
+  const meta = readCheckpointMeta(checkpoint);
+  if (meta.tokenizer) {
+    // Refused here rather than served: a server would blame its clients for ids past the embedding.
+    const tokPath = join(checkpoint, meta.tokenizer.file);
+    const tok = Tokenizer.fromFile(tokPath);
+    checkTokenizerFits(tokPath, tok.vocabSize, join(checkpoint, CONFIG_FILE), meta.model.vocab_size);
+  }
+  const manifest = await exportCheckpoint(checkpoint, out, {
+    externalData: flags['external-data'] ?? 'auto',
     onProgress: progress('export'),
   });
   const files = manifest.graphs.map((g) => g.file + (g.external_data ? ` (+ ${g.external_data})` : ''));

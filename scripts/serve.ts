@@ -1,6 +1,7 @@
 import { existsSync, readFileSync } from 'node:fs';
-import { basename, join, resolve } from 'node:path';
+import { basename, resolve } from 'node:path';
 import type { Engine } from '../src/engine/engine.ts';
+import { findModelDir } from '../src/engine/model-dir.ts';
 import { ModelRegistry, type SwapEvent } from '../src/engine/registry.ts';
 import { buildApp } from '../src/server/app.ts';
 import { parseApiKeys, parseCorsOrigins } from '../src/server/auth.ts';
@@ -21,14 +22,6 @@ function int(name: string, value: string | undefined, dflt: number, min: number)
   if (!Number.isSafeInteger(n) || n < min)
     fail('TF_ERR_BAD_ARGS', `--${name} must be an integer ≥ ${min}, got ${value}\nusage: ${USAGE}`);
   return n;
-}
-
-/** `--model` is a directory, or a name under the models root (`--model default` → models/default). */
-function modelDirectory(model: string, modelsDir: string): string {
-  if (existsSync(model)) return model;
-  const named = join(modelsDir, model);
-  if (existsSync(named)) return named;
-  return fail('TF_ERR_NOT_FOUND', `no model ${model}: it is neither a directory nor ${named}`);
 }
 
 runMain(async () => {
@@ -74,7 +67,7 @@ runMain(async () => {
     0,
   );
   const modelsDir = flags['models-dir'] ?? D.modelsDir;
-  const modelDir = modelDirectory(model, modelsDir);
+  const modelDir = findModelDir(model, modelsDir);
   // API keys: TOKENFORMER_API_KEY (comma-separated) and/or --api-key-file (one per line); both add up.
   const keyFile = flags['api-key-file'];
   if (keyFile !== undefined && !existsSync(keyFile))
@@ -147,7 +140,15 @@ runMain(async () => {
   process.on('SIGHUP', () => void reload('SIGHUP'));
   if (watchMs > 0) setInterval(() => void reload('watch'), watchMs).unref();
 
-  const address = await app.listen({ host, port });
+  const address = await app.listen({ host, port }).catch((err: NodeJS.ErrnoException) => {
+    const why: Record<string, string> = {
+      EADDRINUSE: 'the address is in use (another server is listening there; choose another --port)',
+      EACCES: 'permission denied (ports below 1024 need privileges; choose another --port)',
+      EADDRNOTAVAIL: 'this machine has no such address (check --host)',
+    };
+    if (err.code === undefined || !(err.code in why)) throw err;
+    return fail('TF_ERR_RUNTIME', `cannot listen on ${host}:${port}: ${why[err.code]}`);
+  });
   app.log.info({ address }, `listening on ${address}`);
   app.log.info(
     { apiKeys: apiKeys.length, corsOrigins, adminRoutes: Boolean(env.TOKENFORMER_ADMIN_TOKEN) },

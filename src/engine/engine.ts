@@ -1,7 +1,8 @@
 import { EventEmitter } from 'node:events';
 import { join } from 'node:path';
 import type { Worker } from 'node:worker_threads';
-import { type Manifest, verifyExport } from '../export/export.ts';
+import { MANIFEST_FILE, type Manifest, verifyExport } from '../export/export.ts';
+import { checkTokenizerFits } from '../tokenizer/fit.ts';
 import { Tokenizer } from '../tokenizer/tokenizer.ts';
 import { type ErrorCode, fail, TokenFormerError } from '../util/errors.ts';
 import { startWorker } from '../util/worker.ts';
@@ -98,6 +99,13 @@ export class Engine extends EventEmitter {
         `${opts.exportDir}: the model has no tokenizer.json; it cannot serve text`,
       );
     const tokenizer = Tokenizer.fromFile(join(opts.exportDir, manifest.tokenizer.file));
+    // Names without directories: load errors reach API clients (swap refusals).
+    checkTokenizerFits(
+      manifest.tokenizer.file,
+      tokenizer.vocabSize,
+      MANIFEST_FILE,
+      manifest.model.vocab_size,
+    );
     const { verified: _checked, ...workerOpts } = opts;
     const cfg: WorkerConfig = {
       ...workerOpts,

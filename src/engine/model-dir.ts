@@ -3,7 +3,13 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { exportInBackground } from '../export/background.ts';
 import { MANIFEST_FILE, type Manifest, verifyExport } from '../export/export.ts';
-import { CONFIG_FILE, checkWeightsChecksum, readCheckpointMeta, WEIGHTS_FILE } from '../model/checkpoint.ts';
+import {
+  CONFIG_FILE,
+  checkTokenizerChecksum,
+  checkWeightsChecksum,
+  readCheckpointMeta,
+  WEIGHTS_FILE,
+} from '../model/checkpoint.ts';
 import { fail, TokenFormerError } from '../util/errors.ts';
 import { fileSha256Async } from '../util/files.ts';
 
@@ -12,6 +18,14 @@ import { fileSha256Async } from '../util/files.ts';
  * checkpoint's provenance and lineage in the manifest, which lossless hot swaps read).
  */
 const EXPORT_CACHE_VERSION = 'export-cache-v2';
+
+/** `--model` is a directory, or a name under the models root (`--model default` → models/default). */
+export function findModelDir(model: string, modelsDir: string): string {
+  if (existsSync(model)) return model;
+  const named = join(modelsDir, model);
+  if (existsSync(named)) return named;
+  return fail('TF_ERR_NOT_FOUND', `no model ${model}: it is neither a directory nor ${named}`);
+}
 
 /**
  * `--model DIR` takes an export directory (manifest.json) or a checkpoint directory; a
@@ -48,6 +62,8 @@ export async function resolveExport(
     fail('TF_ERR_NOT_FOUND', `${join(dir, WEIGHTS_FILE)}: weights file is missing`);
   const weights = await fileSha256Async(join(dir, WEIGHTS_FILE));
   checkWeightsChecksum(dir, meta, weights); // a damaged checkpoint is refused before exporting
+  const warning = checkTokenizerChecksum(dir, meta); // another model's tokenizer, likewise
+  if (warning) onProgress?.(`warning: ${warning}`);
   const key = createHash('sha256')
     .update(EXPORT_CACHE_VERSION)
     .update(readFileSync(join(dir, CONFIG_FILE)))

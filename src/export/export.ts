@@ -14,7 +14,13 @@ import {
 import { type TokenFormerConfig, validateModelConfig } from '../model/config.ts';
 import { paramCount } from '../model/params.ts';
 import { PATTENTION_DOMAIN } from '../model/tokenformer.ts';
-import { replaceDirAtomic, writeFileAtomic, writeJsonAtomic } from '../util/atomic.ts';
+import {
+  checkReplaceable,
+  type OutputMarker,
+  replaceDirAtomic,
+  writeFileAtomic,
+  writeJsonAtomic,
+} from '../util/atomic.ts';
 import { fail } from '../util/errors.ts';
 import { fileSha256, fileSha256Async, readJsonFile } from '../util/files.ts';
 import { buildDecoderGraph } from './decoder.ts';
@@ -29,6 +35,12 @@ export const MANIFEST_FILE = 'manifest.json';
 export const EXPORT_FORMAT = 'tokenformer-export';
 export const FULL_GRAPH_FILE = 'model.onnx';
 export const DECODER_GRAPH_FILE = 'decoder.onnx';
+/** What an export may replace: only another export (never a checkpoint or a folder of the user's). */
+export const EXPORT_MARKER: OutputMarker = {
+  what: 'export directory',
+  file: MANIFEST_FILE,
+  format: EXPORT_FORMAT,
+};
 
 /** Past this many initializer bytes the weights go to external data (protobuf caps at 2 GiB). */
 export const EXTERNAL_DATA_THRESHOLD = 1536 * 1024 * 1024;
@@ -146,7 +158,7 @@ export async function exportModel(
   const cfg = ckpt.meta.model;
   const log = opts.onProgress ?? (() => {});
   let manifest: Manifest | undefined;
-  await replaceDirAtomic(outDir, (tmp) => {
+  await replaceDirAtomic(outDir, [EXPORT_MARKER], (tmp) => {
     log('building full-sequence graph');
     const full = buildFullSequenceGraph(cfg, ckpt.params);
     log(`writing ${FULL_GRAPH_FILE}`);
@@ -195,6 +207,7 @@ export async function exportCheckpoint(
   outDir: string,
   opts: ExportOptions = {},
 ): Promise<Manifest> {
+  checkReplaceable(outDir, [EXPORT_MARKER]); // before minutes of work
   opts.onProgress?.(`loading ${checkpointDir}`);
   return exportModel(loadCheckpoint(checkpointDir), outDir, opts);
 }

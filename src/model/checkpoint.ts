@@ -1,7 +1,7 @@
 import { copyFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { SafeTensorsFile, writeSafeTensors } from '../formats/safetensors.ts';
-import { replaceDirAtomic, writeJsonAtomic } from '../util/atomic.ts';
+import { type OutputMarker, replaceDirAtomic, writeFileAtomic, writeJsonAtomic } from '../util/atomic.ts';
 import { fail } from '../util/errors.ts';
 import { fileSha256, readJsonFile } from '../util/files.ts';
 import { type TokenFormerConfig, validateModelConfig } from './config.ts';
@@ -16,6 +16,12 @@ export const CONFIG_FILE = 'config.json';
 export const WEIGHTS_FILE = 'model.safetensors';
 export const TOKENIZER_FILE = 'tokenizer.json';
 export const CHECKPOINT_FORMAT = 'tokenformer-checkpoint';
+/** What replaceDirAtomic may replace when it saves a checkpoint (a training run is one too). */
+export const CHECKPOINT_MARKER: OutputMarker = {
+  what: 'checkpoint',
+  file: CONFIG_FILE,
+  format: CHECKPOINT_FORMAT,
+};
 
 export interface Provenance {
   /** How the weights came to be: `import`, `train`, `grow`, … */
@@ -40,8 +46,12 @@ export interface CheckpointMeta {
   format: typeof CHECKPOINT_FORMAT;
   format_version: 1;
   model: TokenFormerConfig;
-  /** Tokenizer file in the directory and its end-of-text id, or null when none ships. */
-  tokenizer: { file: string; eos_token_id: number | null } | null;
+  /**
+   * Tokenizer file in the directory, its end-of-text id and SHA-256 (recorded by saveCheckpoint,
+   * checked on load: another tokenizer of the same size would decode gibberish), or null when none
+   * ships. Checkpoints written before the checksum existed lack `sha256`.
+   */
+  tokenizer: { file: string; eos_token_id: number | null; sha256?: string } | null;
   provenance: Provenance;
   /** Optimizer steps the weights have seen. */
   step: number;
@@ -101,6 +111,39 @@ export function checkWeightsChecksum(dir: string, meta: CheckpointMeta, actual: 
 }
 
 /**
+ * Checks the checkpoint's tokenizer file against the SHA-256 its config records (`actual`: its
+ * hash when the caller has it). Returns a one-line warning for a checkpoint written before the
+ * checksum was recorded, which loads unchecked.
+ */
+export function checkTokenizerChecksum(
+  dir: string,
+  meta: CheckpointMeta,
+  actual?: string,
+): string | undefined {
+  const tok = meta.tokenizer;
+  if (tok === null) return undefined;
+  const path = join(dir, tok.file);
+  const config = join(dir, CONFIG_FILE);
+  if (tok.sha256 === undefined) {
+    return existsSync(path)
+      ? `${config} records no tokenizer checksum (written before checkpoints recorded one): ` +
+          `${path} is used unchecked; saving the checkpoint again (train --init, grow) records it`
+      : undefined;
+  }
+  if (!existsSync(path)) fail('TF_ERR_NOT_FOUND', `${path}: the tokenizer named in ${config} is missing`);
+  const found = actual ?? fileSha256(path);
+  if (found !== tok.sha256) {
+    fail(
+      'TF_ERR_BAD_CHECKPOINT',
+      `${path} is not the tokenizer ${config} was saved with (expected sha256 ` +
+        `${tok.sha256.slice(0, 12)}…, found ${found.slice(0, 12)}…): another tokenizer would turn the ` +
+        "model's tokens into other text; restore the original file",
+    );
+  }
+  return undefined;
+}
+
+/**
  * Checks a set of named shapes against what the config needs; lists every missing,
  * unexpected and mis-shaped tensor in one error.
  */
@@ -124,9 +167,19 @@ export function checkParamNames(
   if (problems.length) fail('TF_ERR_BAD_CHECKPOINT', `${where}: ${problems.join('; ')}`);
 }
 
-/** Loads a checkpoint directory: config validated, every tensor present with the right shape. */
-export function loadCheckpoint(dir: string): Checkpoint {
+/** Where library code reports something worth a line that does not stop it. */
+export type WarningSink = (message: string) => void;
+
+const stderrWarning: WarningSink = (message) => process.stderr.write(`warning: ${message}\n`);
+
+/**
+ * Loads a checkpoint directory: config validated, every tensor present with the right shape,
+ * weights and tokenizer matching their recorded checksums.
+ */
+export function loadCheckpoint(dir: string, opts: { onWarning?: WarningSink } = {}): Checkpoint {
   const meta = readCheckpointMeta(dir);
+  const warning = checkTokenizerChecksum(dir, meta);
+  if (warning) (opts.onWarning ?? stderrWarning)(warning);
   const path = join(dir, WEIGHTS_FILE);
   if (!existsSync(path)) fail('TF_ERR_NOT_FOUND', `${path}: weights file is missing`);
   const file = SafeTensorsFile.open(path);
@@ -156,6 +209,8 @@ export async function saveCheckpoint(
   opts: {
     dtype?: StorageDType;
     tokenizerFrom?: string;
+    /** The tokenizer's JSON text, for one not on disk yet (trained in memory). */
+    tokenizerText?: string;
     /** Writes further files (optimizer state, logs) into the directory before it is swapped in. */
     extra?: (tmpDir: string) => void;
   } = {},
@@ -164,16 +219,26 @@ export async function saveCheckpoint(
     typeof params === 'function'
       ? params
       : (s) => params.get(s.name) ?? fail('TF_ERR_BAD_CHECKPOINT', `parameter ${s.name} is missing`);
-  await replaceDirAtomic(dir, (tmp) => {
+  await replaceDirAtomic(dir, [CHECKPOINT_MARKER], (tmp) => {
     const specs = paramSpecs(meta.model);
     writeSafeTensors(
       join(tmp, WEIGHTS_FILE),
       specs.map((s) => ({ name: s.name, dtype: opts.dtype ?? 'F32', shape: s.shape, data: () => get(s) })),
       { format: 'pt' },
     );
-    if (opts.tokenizerFrom) copyFileSync(opts.tokenizerFrom, join(tmp, TOKENIZER_FILE));
+    const tokPath = join(tmp, TOKENIZER_FILE);
+    if (opts.tokenizerFrom) copyFileSync(opts.tokenizerFrom, tokPath);
+    else if (opts.tokenizerText !== undefined) writeFileAtomic(tokPath, opts.tokenizerText);
     opts.extra?.(tmp);
-    writeJsonAtomic(join(tmp, CONFIG_FILE), { ...meta, weights_sha256: fileSha256(join(tmp, WEIGHTS_FILE)) });
+    const tokenizer =
+      meta.tokenizer && existsSync(tokPath)
+        ? { ...meta.tokenizer, sha256: fileSha256(tokPath) }
+        : meta.tokenizer;
+    writeJsonAtomic(join(tmp, CONFIG_FILE), {
+      ...meta,
+      tokenizer,
+      weights_sha256: fileSha256(join(tmp, WEIGHTS_FILE)),
+    });
   });
 }
 

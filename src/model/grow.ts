@@ -1,9 +1,11 @@
-import { existsSync, readdirSync, statSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join, relative, resolve } from 'node:path';
 import { SafeTensorsFile } from '../formats/safetensors.ts';
+import { checkReplaceable } from '../util/atomic.ts';
 import { fail } from '../util/errors.ts';
 import { fillNormal, Rng } from '../util/rng.ts';
 import {
+  CHECKPOINT_MARKER,
   type Checkpoint,
   type CheckpointMeta,
   CONFIG_FILE,
@@ -250,14 +252,7 @@ function checkOutDir(srcDir: string, outDir: string): void {
   if (rel === '' || !rel.startsWith('..')) {
     fail('TF_ERR_BAD_ARGS', `--out ${out} would replace the checkpoint being grown (${src}); choose another`);
   }
-  if (!existsSync(out)) return;
-  if (!statSync(out).isDirectory()) fail('TF_ERR_BAD_ARGS', `--out ${out} exists and is not a directory`);
-  if (readdirSync(out).length > 0 && !existsSync(join(out, CONFIG_FILE))) {
-    fail(
-      'TF_ERR_BAD_ARGS',
-      `--out ${out} is a non-empty directory that is not a checkpoint; refusing to replace it`,
-    );
-  }
+  checkReplaceable(out, [CHECKPOINT_MARKER]);
 }
 
 export interface GrowDirectoryOptions extends Partial<GrowOptions> {

@@ -4,7 +4,7 @@
  * BpeTrainer: count unique pre-tokenized words once, keep pair counts with a pair → words index,
  * update both incrementally after each merge, and take the best pair from a lazy max-heap.
  */
-import { writeJsonAtomic } from '../util/atomic.ts';
+import { writeFileAtomic } from '../util/atomic.ts';
 import { fail, invariant } from '../util/errors.ts';
 import { BYTE_ORDER, BYTE_TO_SYMBOL, gpt2SplitPattern } from './byte-level.ts';
 
@@ -157,9 +157,14 @@ export function trainByteLevelBpe(texts: Iterable<string>, opts: TrainBpeOptions
   };
 }
 
+/** The text of a `tokenizer.json` as saveTokenizer writes it (a tokenizer can wait in memory). */
+export function tokenizerJsonText(json: TokenizerJson): string {
+  return `${JSON.stringify(json, null, 2)}\n`;
+}
+
 /** Writes a `tokenizer.json` atomically (readers never see a partial file). */
 export function saveTokenizer(path: string, json: TokenizerJson): void {
-  writeJsonAtomic(path, json);
+  writeFileAtomic(path, tokenizerJsonText(json));
 }
 
 function checkOptions(vocabSize: number, specials: readonly string[], minFrequency: number): void {

@@ -1,3 +1,4 @@
+import { isUtf8 } from 'node:buffer';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -41,9 +42,16 @@ export function defaultCorpusFiles(): string[] {
   return [...txt(sotu, () => true), ...txt(moby, (f) => !['data.txt', 'contents.txt'].includes(f))];
 }
 
-/** Expands files and folders (recursively, text-like extensions, sorted) into file paths. */
-export function expandPaths(paths: readonly string[]): string[] {
-  const out: string[] = [];
+/** How --data files are decoded: strict UTF-8, or Latin-1 when asked for (every byte is a character). */
+export type Encoding = 'utf8' | 'latin1';
+
+/**
+ * Expands files and folders (recursively, text-like extensions, sorted) into file paths; files
+ * in folders without a text extension are skipped and listed, so none is left out silently.
+ */
+export function expandPaths(paths: readonly string[]): { files: string[]; skipped: string[] } {
+  const files: string[] = [];
+  const skipped: string[] = [];
   for (const p of paths) {
     if (!existsSync(p)) fail('TF_ERR_NOT_FOUND', `--data ${p}: no such file or folder`);
     if (statSync(p).isDirectory()) {
@@ -53,22 +61,81 @@ export function expandPaths(paths: readonly string[]): string[] {
         )) {
           const full = join(dir, e.name);
           if (e.isDirectory()) walk(full);
-          else if (TEXT_EXTENSIONS.has(extname(e.name).toLowerCase())) out.push(full);
+          else if (TEXT_EXTENSIONS.has(extname(e.name).toLowerCase())) files.push(full);
+          else skipped.push(full);
         }
       };
       walk(p);
-    } else out.push(p);
+    } else files.push(p);
   }
-  if (out.length === 0)
-    fail('TF_ERR_BAD_ARGS', `--data ${paths.join(' ')}: no text files found (.txt, .md, .jsonl)`);
-  return out;
+  if (files.length === 0)
+    fail('TF_ERR_BAD_ARGS', `--data ${paths.join(' ')}: no text files found (.txt, .md, .text, .jsonl)`);
+  return { files, skipped };
+}
+
+/** One line naming the files a folder held that are not text (the first ten, then a count). */
+export function skippedMessage(skipped: readonly string[]): string {
+  const shown = skipped.slice(0, 10).join(', ');
+  const more = skipped.length > 10 ? ` and ${skipped.length - 10} more` : '';
+  return `skipped ${skipped.length} file${skipped.length === 1 ? '' : 's'} without a text extension (.txt, .md, .text, .jsonl): ${shown}${more}`;
+}
+
+/** Offset of the first byte that is not part of valid UTF-8, or -1 if all of it is. */
+export function firstInvalidUtf8(b: Uint8Array): number {
+  let i = 0;
+  while (i < b.length) {
+    const c = b[i]!;
+    let n: number;
+    let min: number;
+    if (c < 0x80) {
+      i++;
+      continue;
+    } else if (c >= 0xc2 && c <= 0xdf) [n, min] = [1, 0x80];
+    else if (c >= 0xe0 && c <= 0xef) [n, min] = [2, 0x800];
+    else if (c >= 0xf0 && c <= 0xf4) [n, min] = [3, 0x10000];
+    else return i;
+    let cp = c & (0x3f >> n);
+    for (let k = 1; k <= n; k++) {
+      const cc = b[i + k];
+      if (cc === undefined || (cc & 0xc0) !== 0x80) return i;
+      cp = (cp << 6) | (cc & 0x3f);
+    }
+    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return i;
+    i += n + 1;
+  }
+  return -1;
+}
+
+/**
+ * Reads one data file as text. A NUL byte means a binary file (an executable, an image, UTF-16):
+ * refused. Under utf8, invalid UTF-8 is refused with its offset (it would silently become U+FFFD).
+ */
+export function readTextFile(path: string, encoding: Encoding): string {
+  const bytes = readFileSync(path);
+  const nul = bytes.indexOf(0);
+  if (nul >= 0) {
+    fail(
+      'TF_ERR_BAD_ARGS',
+      `--data ${path}: not a text file (a NUL byte at offset ${nul}); give text files only`,
+    );
+  }
+  if (encoding === 'latin1') return bytes.toString('latin1');
+  const bad = isUtf8(bytes) ? -1 : firstInvalidUtf8(bytes);
+  if (bad >= 0) {
+    fail(
+      'TF_ERR_BAD_ARGS',
+      `--data ${path}: not valid UTF-8 (byte 0x${bytes[bad]!.toString(16)} at offset ${bad}); ` +
+        'convert it to UTF-8, or pass --encoding latin1 if it is Latin-1 text',
+    );
+  }
+  return bytes.toString('utf8');
 }
 
 /** Reads documents: a .jsonl file gives one document per line (its "text" field). */
-export function readDocuments(files: readonly string[]): TextSource[] {
+export function readDocuments(files: readonly string[], opts: { encoding?: Encoding } = {}): TextSource[] {
   const docs: TextSource[] = [];
   for (const f of files) {
-    const raw = readFileSync(f, 'utf8');
+    const raw = readTextFile(f, opts.encoding ?? 'utf8');
     if (extname(f).toLowerCase() === '.jsonl') {
       raw.split('\n').forEach((line, i) => {
         if (line.trim() === '') return;
@@ -78,9 +145,12 @@ export function readDocuments(files: readonly string[]): TextSource[] {
         } catch (err) {
           fail('TF_ERR_BAD_ARGS', `${f}:${i + 1}: not valid JSON (${(err as Error).message})`);
         }
-        const text = (obj as { text?: unknown }).text;
+        const text = typeof obj === 'object' && obj !== null ? (obj as { text?: unknown }).text : undefined;
         if (typeof text !== 'string')
-          fail('TF_ERR_BAD_ARGS', `${f}:${i + 1}: expected an object with a "text" string`);
+          fail(
+            'TF_ERR_BAD_ARGS',
+            `${f}:${i + 1}: expected an object with a "text" string, got ${line.trim().slice(0, 40)}`,
+          );
         docs.push({ path: `${f}:${i + 1}`, text });
       });
     } else {

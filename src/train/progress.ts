@@ -87,6 +87,12 @@ export function progressRenderer(stream: NodeJS.WriteStream): (e: TrainEvent) =>
         break;
       case 'saved':
         break;
+      case 'stopped':
+        stream.write(
+          `${tty ? '\n' : ''}stopped at step ${e.step}; checkpoint saved to ${e.dir} ` +
+            `(continue with: npm run train -- --resume --out ${e.dir})\n`,
+        );
+        break;
       case 'done':
         stream.write(
           `${tty ? '\n' : ''}done: ${e.step} steps in ${duration(e.seconds)}, validation loss ${e.valLoss.toFixed(4)} ` +

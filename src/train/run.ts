@@ -1,16 +1,30 @@
-import { appendFileSync, existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { appendFileSync, existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { type CheckpointMeta, loadCheckpoint, TOKENIZER_FILE } from '../model/checkpoint.ts';
+import {
+  CHECKPOINT_MARKER,
+  type CheckpointMeta,
+  loadCheckpoint,
+  TOKENIZER_FILE,
+} from '../model/checkpoint.ts';
 import { defaultTau, type TokenFormerConfig, validateModelConfig } from '../model/config.ts';
 import { initParams } from '../model/init.ts';
 import { readAdamMoments } from '../model/optimizer-state.ts';
 import { paramCount } from '../model/params.ts';
-import { saveTokenizer, trainByteLevelBpe } from '../tokenizer/bpe-trainer.ts';
+import { tokenizerJsonText, trainByteLevelBpe } from '../tokenizer/bpe-trainer.ts';
+import { checkTokenizerFits } from '../tokenizer/fit.ts';
 import { Tokenizer } from '../tokenizer/tokenizer.ts';
-import { recoverReplacedDir, writeFileAtomic } from '../util/atomic.ts';
+import { checkReplaceable, writeFileAtomic } from '../util/atomic.ts';
 import { fail } from '../util/errors.ts';
 import { evalBatches, trainBatch } from './batches.ts';
-import { defaultCorpusFiles, expandPaths, readDocuments, tokenizeCorpus } from './corpus.ts';
+import {
+  defaultCorpusFiles,
+  type Encoding,
+  expandPaths,
+  readDocuments,
+  skippedMessage,
+  type TextSource,
+  tokenizeCorpus,
+} from './corpus.ts';
 import { lineChartSvg } from './plot.ts';
 import { learningRate, type Schedule } from './schedule.ts';
 import { freshState, LOG_FILE, TRAINER_STATE_FILE, Trainer, type TrainerState } from './trainer.ts';
@@ -39,7 +53,8 @@ export interface TrainOptions {
   data: string[];
   out: string;
   init?: string;
-  model?: NewModelOptions;
+  /** A new model; without vocabSize it takes the given tokenizer's size. */
+  model?: Omit<NewModelOptions, 'vocabSize'> & { vocabSize?: number };
   /** An existing tokenizer.json for a new model (else one is trained on the data). */
   tokenizer?: string;
   steps: number;
@@ -52,9 +67,51 @@ export interface TrainOptions {
   evalBatches: number;
   saveInterval: number;
   valFraction: number;
+  /** How data files are decoded (utf8: invalid UTF-8 is refused). */
+  encoding?: Encoding;
   threads?: number;
   resume: boolean;
   cacheDir: string;
+}
+
+/** What trainer-state.json holds besides the step: everything --resume needs to go on alone. */
+export interface SavedSettings {
+  seed: number;
+  steps: number;
+  batch_size: number;
+  seq_len: number;
+  schedule: TrainOptions['schedule'];
+  optimizer: TrainOptions['optimizer'];
+  /** Absolute data paths; [] for the default corpus. Absent in runs saved before it was recorded. */
+  data?: string[];
+  encoding?: Encoding;
+  eval_interval?: number;
+  eval_batches?: number;
+  save_interval?: number;
+  val_fraction?: number;
+  threads?: number;
+  /** The checkpoint the run started from, absolute; null for a new model. */
+  init?: string | null;
+}
+
+/** The settings a run saves, from its options. */
+export function savedSettings(o: TrainOptions): SavedSettings {
+  return {
+    seed: o.seed,
+    steps: o.steps,
+    batch_size: o.batchSize,
+    seq_len: o.seqLen,
+    schedule: o.schedule,
+    optimizer: o.optimizer,
+    data: o.data.map((p) => resolve(p)),
+    encoding: o.encoding ?? 'utf8',
+    eval_interval: o.evalInterval,
+    eval_batches: o.evalBatches,
+    save_interval: o.saveInterval,
+    val_fraction: o.valFraction,
+    ...(o.threads !== undefined ? { threads: o.threads } : {}),
+    init: o.init !== undefined ? resolve(o.init) : null,
+  };
 }
 
 export type TrainEvent =
@@ -63,6 +120,8 @@ export type TrainEvent =
   | { type: 'step'; step: number; loss: number; lr: number; gradNorm: number; tokensPerS: number; ms: number }
   | { type: 'eval'; step: number; valLoss: number }
   | { type: 'saved'; step: number; dir: string }
+  /** Stopped early on request; the checkpoint of `step` was just saved to `dir`. */
+  | { type: 'stopped'; step: number; dir: string }
   | { type: 'done'; step: number; valLoss: number; seconds: number };
 
 interface LogStep {
@@ -134,17 +193,27 @@ interface Setup {
   cfg: TokenFormerConfig;
   state: TrainerState;
   meta: Omit<CheckpointMeta, 'step'>;
-  tokenizerPath: string;
-  /** A freshly trained tokenizer waiting in the cache until the first save copies it. */
-  tokenizerIsTemp: boolean;
+  /** Where saves take the tokenizer from: a file, copied byte for byte, or one trained in memory. */
+  tokenizer: { file: string } | { text: string };
   /** Where this run's learning-rate schedule starts (kept across --resume). */
   scheduleStart: number;
+}
+
+const tokenizerText = (t: Setup['tokenizer']) => ('text' in t ? t.text : readFileSync(t.file, 'utf8'));
+
+/** Refuses a --seq-len past the model's context (before the corpus is read). */
+function checkSeqLen(opts: TrainOptions, cfg: TokenFormerConfig, where: string): void {
+  if (opts.seqLen > cfg.max_seq_len) {
+    fail(
+      'TF_ERR_BAD_ARGS',
+      `--seq-len ${opts.seqLen} exceeds the context of ${where} (max_seq_len ${cfg.max_seq_len})`,
+    );
+  }
 }
 
 /** Decides where weights, optimizer state and tokenizer come from. */
 function setup(opts: TrainOptions, emit: (e: TrainEvent) => void, texts: () => string[]): Setup {
   const out = resolve(opts.out);
-  recoverReplacedDir(out); // a save killed between its two renames left the run directory aside
   const hasState = existsSync(join(out, TRAINER_STATE_FILE));
   if (hasState && !opts.resume) {
     fail(
@@ -154,6 +223,7 @@ function setup(opts: TrainOptions, emit: (e: TrainEvent) => void, texts: () => s
   }
   if (opts.resume && hasState) {
     const ck = loadCheckpoint(out);
+    checkSeqLen(opts, ck.meta.model, out);
     const moments = readAdamMoments(out, ck.meta.model);
     if (!moments)
       fail('TF_ERR_BAD_CHECKPOINT', `${out}: optimizer.safetensors is missing; cannot resume exactly`);
@@ -163,16 +233,27 @@ function setup(opts: TrainOptions, emit: (e: TrainEvent) => void, texts: () => s
       cfg: ck.meta.model,
       state: { step: ck.meta.step, params: ck.params, ...moments },
       meta,
-      tokenizerPath: join(out, TOKENIZER_FILE),
-      tokenizerIsTemp: false,
+      tokenizer: { file: join(out, TOKENIZER_FILE) },
       scheduleStart: savedScheduleStart(out),
     };
   }
   if (opts.resume) emit({ type: 'status', message: `nothing to resume in ${out}; starting a new run` });
   const now = new Date().toISOString();
   if (opts.init) {
-    if (opts.model) fail('TF_ERR_BAD_ARGS', 'give either --init or the model architecture flags, not both');
+    if (opts.model || opts.tokenizer)
+      fail(
+        'TF_ERR_BAD_ARGS',
+        'give either --init or a new model (architecture flags, --tokenizer), not both',
+      );
     const ck = loadCheckpoint(opts.init);
+    checkSeqLen(opts, ck.meta.model, opts.init);
+    if (opts.steps <= ck.meta.step) {
+      fail(
+        'TF_ERR_BAD_ARGS',
+        `--steps ${opts.steps} is not past ${opts.init}'s step ${ck.meta.step}: nothing to train ` +
+          `(--steps counts from step 0; pass more than ${ck.meta.step})`,
+      );
+    }
     const tokenizerPath = join(opts.init, TOKENIZER_FILE);
     if (!existsSync(tokenizerPath))
       fail('TF_ERR_NOT_FOUND', `${opts.init} has no tokenizer.json to encode the training data`);
@@ -192,8 +273,7 @@ function setup(opts: TrainOptions, emit: (e: TrainEvent) => void, texts: () => s
         ...meta,
         provenance: { source: 'train', detail: `continued from ${resolve(opts.init)}`, created: now },
       },
-      tokenizerPath,
-      tokenizerIsTemp: false,
+      tokenizer: { file: tokenizerPath },
       scheduleStart: state.step,
     };
   }
@@ -202,16 +282,43 @@ function setup(opts: TrainOptions, emit: (e: TrainEvent) => void, texts: () => s
       'TF_ERR_BAD_ARGS',
       'give --init DIR or a new model (--layers --hidden --heads --qkv-tokens --proj-tokens --ffn-tokens --vocab-size)',
     );
-  const cfg = newModelConfig(opts.model);
-  emit({
-    type: 'status',
-    message: `training a ${cfg.vocab_size}-token byte-level BPE tokenizer on the corpus`,
-  });
-  const tokJson = trainByteLevelBpe(texts(), { vocabSize: cfg.vocab_size });
-  mkdirSync(resolve(opts.cacheDir), { recursive: true });
-  const tokenizerPath = join(resolve(opts.cacheDir), `tokenizer-${process.pid}-${Date.now()}.json`);
-  saveTokenizer(tokenizerPath, tokJson);
-  const tok = Tokenizer.fromFile(tokenizerPath);
+  const m = opts.model;
+  // Validated before a tokenizer is trained: the vocabulary size is settled below.
+  checkSeqLen(opts, newModelConfig({ ...m, vocabSize: m.vocabSize ?? 512 }), 'the new model (--max-seq-len)');
+  let tokenizer: Setup['tokenizer'];
+  let tok: Tokenizer;
+  if (opts.tokenizer) {
+    tok = Tokenizer.fromFile(opts.tokenizer);
+    if (m.vocabSize !== undefined && m.vocabSize !== tok.vocabSize) {
+      fail(
+        'TF_ERR_BAD_ARGS',
+        `--vocab-size ${m.vocabSize} differs from the ${tok.vocabSize} tokens of --tokenizer ${opts.tokenizer}: ` +
+          'the embedding is sized to the tokenizer; leave --vocab-size out',
+      );
+    }
+    emit({ type: 'status', message: `using the ${tok.vocabSize}-token tokenizer ${opts.tokenizer}` });
+    tokenizer = { file: resolve(opts.tokenizer) };
+  } else {
+    if (m.vocabSize === undefined)
+      fail('TF_ERR_BAD_ARGS', 'a new model needs --vocab-size N or --tokenizer FILE');
+    const corpus = texts();
+    emit({
+      type: 'status',
+      message: `training a ${m.vocabSize}-token byte-level BPE tokenizer on the corpus`,
+    });
+    const json = trainByteLevelBpe(corpus, { vocabSize: m.vocabSize });
+    tok = Tokenizer.fromJSON(json, 'the trained tokenizer');
+    if (tok.vocabSize < m.vocabSize) {
+      emit({
+        type: 'status',
+        message:
+          `warning: --vocab-size ${m.vocabSize}: the corpus supports only ${tok.vocabSize} tokens ` +
+          `(no pair left to merge twice or more); the embedding has ${tok.vocabSize} rows`,
+      });
+    }
+    tokenizer = { text: tokenizerJsonText(json) };
+  }
+  const cfg = newModelConfig({ ...m, vocabSize: tok.vocabSize });
   return {
     cfg,
     state: freshState(cfg, initParams(cfg, opts.seed)),
@@ -223,30 +330,57 @@ function setup(opts: TrainOptions, emit: (e: TrainEvent) => void, texts: () => s
       provenance: { source: 'train', detail: 'new model', created: now },
       parent: null,
     },
-    tokenizerPath,
-    tokenizerIsTemp: !opts.tokenizer,
+    tokenizer,
     scheduleStart: 0,
   };
 }
 
-export async function runTraining(opts: TrainOptions, emit: (e: TrainEvent) => void): Promise<void> {
+/**
+ * The log entries a resumed run keeps: training steps before the checkpoint's step and
+ * evaluations up to it (an evaluation at step N is logged after step N-1, before the save at N).
+ * Anything later came from a run killed past its last checkpoint and is redone.
+ */
+export function keptLogEntries(log: readonly LogStep[], step: number): LogStep[] {
+  return log.filter((e) => (e.loss !== undefined ? e.step < step : e.step <= step));
+}
+
+/** How a run ended: all its steps, or stopped early on request (a signal) with a checkpoint saved. */
+export type TrainOutcome = 'done' | 'stopped';
+
+export async function runTraining(
+  opts: TrainOptions,
+  emit: (e: TrainEvent) => void,
+  control: { stopRequested?: () => boolean } = {},
+): Promise<TrainOutcome> {
   const started = performance.now();
   const out = resolve(opts.out);
-  emit({ type: 'status', message: 'reading the corpus' });
-  const docs = readDocuments(opts.data.length ? expandPaths(opts.data) : defaultCorpusFiles());
-  const s = setup(opts, emit, () => docs.map((d) => d.text));
-  if (opts.seqLen > s.cfg.max_seq_len) {
-    fail('TF_ERR_BAD_ARGS', `--seq-len ${opts.seqLen} exceeds the model's context (${s.cfg.max_seq_len})`);
-  }
-  const tokenizer = Tokenizer.fromFile(s.tokenizerPath);
-  if (tokenizer.vocabSize > s.cfg.vocab_size) {
-    fail(
-      'TF_ERR_BAD_CONFIG',
-      `tokenizer has ${tokenizer.vocabSize} tokens but the model only ${s.cfg.vocab_size}`,
-    );
-  }
-  emit({ type: 'status', message: `tokenizing ${docs.length} documents` });
-  const corpus = tokenizeCorpus(docs, tokenizer, readFileSync(s.tokenizerPath, 'utf8'), {
+  const stopRequested = control.stopRequested ?? (() => false);
+  checkReplaceable(out, [CHECKPOINT_MARKER]); // a folder of the user's is refused before any work
+  let docs: TextSource[] | undefined;
+  const readCorpus = () => {
+    if (!docs) {
+      emit({ type: 'status', message: 'reading the corpus' });
+      const files = opts.data.length ? expandPaths(opts.data) : { files: defaultCorpusFiles(), skipped: [] };
+      if (files.skipped.length > 0) emit({ type: 'status', message: skippedMessage(files.skipped) });
+      docs = readDocuments(files.files, { encoding: opts.encoding ?? 'utf8' });
+    }
+    return docs;
+  };
+  const s = setup(opts, emit, () => readCorpus().map((d) => d.text));
+  const tokText = tokenizerText(s.tokenizer);
+  const tokenizer = Tokenizer.fromJSON(
+    JSON.parse(tokText) as object,
+    'file' in s.tokenizer ? s.tokenizer.file : 'tokenizer',
+  );
+  checkTokenizerFits(
+    'file' in s.tokenizer ? s.tokenizer.file : 'the trained tokenizer',
+    tokenizer.vocabSize,
+    'the model config',
+    s.cfg.vocab_size,
+  );
+  const corpusDocs = readCorpus();
+  emit({ type: 'status', message: `tokenizing ${corpusDocs.length} documents` });
+  const corpus = tokenizeCorpus(corpusDocs, tokenizer, tokText, {
     cacheDir: join(opts.cacheDir, 'tokens'),
     valFraction: opts.valFraction,
   });
@@ -255,20 +389,14 @@ export async function runTraining(opts: TrainOptions, emit: (e: TrainEvent) => v
   const trainer = await Trainer.create(s.cfg, opts.optimizer, s.state, opts.threads);
   const logPath = join(out, LOG_FILE);
   // A killed run may have logged steps past its last checkpoint: drop them so the log matches.
-  const kept = readLog(logPath).filter((e) => e.step < s.state.step);
-  const trainerState = {
-    seed: opts.seed,
-    steps: opts.steps,
-    batch_size: opts.batchSize,
-    seq_len: opts.seqLen,
-    schedule: opts.schedule,
-    optimizer: opts.optimizer,
-  };
+  const kept = keptLogEntries(readLog(logPath), s.state.step);
+  const trainerState = savedSettings(opts);
   const save = async () => {
-    await trainer.save(out, s.meta, { tokenizerFrom: s.tokenizerPath, trainerState });
-    if (s.tokenizerIsTemp) rmSync(s.tokenizerPath, { force: true });
-    s.tokenizerPath = join(out, TOKENIZER_FILE);
-    s.tokenizerIsTemp = false;
+    await trainer.save(out, s.meta, {
+      tokenizer: 'file' in s.tokenizer ? { from: s.tokenizer.file } : { text: s.tokenizer.text },
+      trainerState,
+    });
+    s.tokenizer = { file: join(out, TOKENIZER_FILE) };
     plotLog(out);
     emit({ type: 'saved', step: trainer.state.step, dir: out });
   };
@@ -290,9 +418,18 @@ export async function runTraining(opts: TrainOptions, emit: (e: TrainEvent) => v
       log({ step: trainer.state.step, val_loss: valLoss, val_ppl: Math.exp(valLoss) });
       emit({ type: 'eval', step: trainer.state.step, valLoss });
     };
-    // The starting point's validation loss (for a grown model: proof the function was kept).
-    if (!opts.resume || kept.length === 0) await evaluate();
+    // The starting point's validation loss (for a grown model: proof the function was kept),
+    // unless the log already has it (a resumed run whose last save followed an evaluation).
+    const startStep = trainer.state.step;
+    const logged = kept.find((e) => e.val_loss !== undefined && e.step === startStep);
+    if (logged) valLoss = logged.val_loss!;
+    else await evaluate();
     while (trainer.state.step < opts.steps) {
+      if (stopRequested()) {
+        await save();
+        emit({ type: 'stopped', step: trainer.state.step, dir: out });
+        return 'stopped';
+      }
       const step = trainer.state.step;
       const lr = learningRate(schedule, step);
       const r = await trainer.step(
@@ -309,6 +446,7 @@ export async function runTraining(opts: TrainOptions, emit: (e: TrainEvent) => v
     await evaluate();
     await save();
     emit({ type: 'done', step: trainer.state.step, valLoss, seconds: (performance.now() - started) / 1000 });
+    return 'done';
   } finally {
     await trainer.close();
   }

@@ -144,10 +144,12 @@ export class Trainer {
   async save(
     dir: string,
     meta: Omit<CheckpointMeta, 'step'>,
-    extra: { tokenizerFrom?: string; trainerState: object },
+    extra: { tokenizer: { from: string } | { text: string }; trainerState: object },
   ): Promise<void> {
     await saveCheckpoint(dir, { ...meta, step: this.state.step }, this.state.params, {
-      ...(extra.tokenizerFrom ? { tokenizerFrom: extra.tokenizerFrom } : {}),
+      ...('from' in extra.tokenizer
+        ? { tokenizerFrom: extra.tokenizer.from }
+        : { tokenizerText: extra.tokenizer.text }),
       extra: (tmp) => {
         writeAdamMoments(tmp, this.cfg, this.state);
         writeJsonAtomic(join(tmp, TRAINER_STATE_FILE), { step: this.state.step, ...extra.trainerState });

@@ -9,19 +9,26 @@ import { runTraining, type TrainEvent, type TrainOptions } from './run.ts';
 
 export type WorkerMessage = TrainEvent | { type: 'error'; message: string; code?: string; stack?: string };
 
+/** `stop[0]` becomes 1 when the run should stop at the next step boundary. */
+export interface TrainWorkerData {
+  opts: TrainOptions;
+  stop: Int32Array;
+}
+
 const port = parentPort;
 if (!port) throw new Error('src/train/worker.ts must run in a worker thread');
 
-runTraining(workerData as TrainOptions, (e) => port.postMessage(e satisfies WorkerMessage)).catch(
-  (err: unknown) => {
-    const msg: WorkerMessage =
-      err instanceof TokenFormerError
-        ? { type: 'error', message: err.message, code: err.code }
-        : {
-            type: 'error',
-            message: String((err as Error)?.message ?? err),
-            stack: (err as Error)?.stack ?? '',
-          };
-    port.postMessage(msg);
-  },
-);
+const { opts, stop } = workerData as TrainWorkerData;
+runTraining(opts, (e) => port.postMessage(e satisfies WorkerMessage), {
+  stopRequested: () => Atomics.load(stop, 0) === 1,
+}).catch((err: unknown) => {
+  const msg: WorkerMessage =
+    err instanceof TokenFormerError
+      ? { type: 'error', message: err.message, code: err.code }
+      : {
+          type: 'error',
+          message: String((err as Error)?.message ?? err),
+          stack: (err as Error)?.stack ?? '',
+        };
+  port.postMessage(msg);
+});

@@ -11,12 +11,14 @@ import {
   mkdirSync,
   openSync,
   readdirSync,
+  readFileSync,
   renameSync,
   rmSync,
   statSync,
   writeSync,
 } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
+import { fail } from './errors.ts';
 
 /** Largest chunk handed to one write(2); Linux writes at most ~2 GiB per call. */
 const MAX_IO_CHUNK = 1 << 30;
@@ -130,7 +132,49 @@ export function recoverReplacedDir(finalDir: string): void {
 }
 
 /**
- * Builds a complete directory in a sibling temp dir, then swaps it in for `finalDir`. If `build`
+ * What marks a directory as a command's own output: a JSON file in it whose `format` field holds
+ * `format` (a checkpoint's config.json, an export's manifest.json).
+ */
+export interface OutputMarker {
+  /** What the output is called in messages: "checkpoint", "export directory". */
+  what: string;
+  file: string;
+  format: string;
+}
+
+function hasMarker(dir: string, m: OutputMarker): boolean {
+  try {
+    const json = JSON.parse(readFileSync(join(dir, m.file), 'utf8')) as unknown;
+    return typeof json === 'object' && json !== null && (json as { format?: unknown }).format === m.format;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Refuses to replace `dir` unless it is missing, empty, or marked as one of `kinds`: an --out
+ * that names a folder of the user's must never be deleted. Commands call it before any work so
+ * the refusal comes first; replaceDirAtomic calls it again before it swaps.
+ */
+export function checkReplaceable(dir: string, kinds: readonly OutputMarker[]): void {
+  const target = resolve(dir);
+  recoverReplacedDir(target); // a swap killed between its renames left the real directory aside
+  if (!existsSync(target)) return;
+  if (!statSync(target).isDirectory()) {
+    fail('TF_ERR_FOREIGN_OUTPUT', `${target} exists and is not a folder; refusing to replace it`);
+  }
+  if (readdirSync(target).length === 0 || kinds.some((k) => hasMarker(target, k))) return;
+  const names = kinds.map((k) => `${k.what} (${k.file} with "format": "${k.format}")`).join(' or ');
+  fail(
+    'TF_ERR_FOREIGN_OUTPUT',
+    `${target} is a non-empty folder that is not a ${names}; refusing to replace it ` +
+      '(choose another output folder, or empty this one)',
+  );
+}
+
+/**
+ * Builds a complete directory in a sibling temp dir, then swaps it in for `finalDir`, which must
+ * be missing, empty or one of `replaces` (checkReplaceable). If `build`
  * fails, the temp dir is removed and any existing `finalDir` is left untouched. An existing
  * `finalDir` is renamed aside, the new one renamed in, and only then is the old one deleted; if the
  * rename-in fails the old directory is put back. A process killed between the two renames leaves
@@ -139,16 +183,18 @@ export function recoverReplacedDir(finalDir: string): void {
  */
 export async function replaceDirAtomic(
   finalDir: string,
+  replaces: readonly OutputMarker[],
   build: (tmpDir: string) => void | Promise<void>,
 ): Promise<void> {
   const target = resolve(finalDir);
   const parent = dirname(target);
   mkdirSync(parent, { recursive: true });
-  recoverReplacedDir(target);
+  checkReplaceable(target, replaces);
   const tmp = `${target}${tempSuffix('tmp')}`;
   mkdirSync(tmp);
   try {
     await build(tmp);
+    checkReplaceable(target, replaces); // again: the build may have taken hours
   } catch (err) {
     rmSync(tmp, { recursive: true, force: true });
     throw err;

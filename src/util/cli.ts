@@ -47,3 +47,137 @@ export function progress(tag: string): (message: string) => void {
   return (message) =>
     process.stderr.write(`[${tag} ${((Date.now() - start) / 1000).toFixed(1)}s] ${message}\n`);
 }
+
+/**
+ * Turns the first SIGINT or SIGTERM into a request to stop gracefully (`signal` aborts) and a
+ * second into an immediate exit. The exit status after a graceful stop is the shell's
+ * convention for death by that signal: 130 (SIGINT), 143 (SIGTERM).
+ */
+export function stopOnSignals(message: string): { signal: AbortSignal; exitCode: () => number | undefined } {
+  const ac = new AbortController();
+  let received: { name: NodeJS.Signals; at: number } | undefined;
+  const codes: Partial<Record<NodeJS.Signals, number>> = { SIGINT: 130, SIGTERM: 143 };
+  const on = (name: NodeJS.Signals) => {
+    if (!received) {
+      received = { name, at: Date.now() };
+      process.stderr.write(`\n${name}: ${message} (send it again to quit at once)\n`);
+      ac.abort();
+      return;
+    }
+    // Ctrl-C reaches npm, tsx and node at once and npm and tsx pass it on: one keypress can
+    // arrive more than once within a moment, and must not count as the second request.
+    if (Date.now() - received.at < 1000) return;
+    process.exit(codes[name] ?? 1);
+  };
+  process.on('SIGINT', on).on('SIGTERM', on);
+  return { signal: ac.signal, exitCode: () => (received ? codes[received.name] : undefined) };
+}
+
+/**
+ * One command-line flag: how its text is parsed and checked, and what `--help` says about it.
+ * Flags are declared once per command as a table of these (helpText renders it).
+ */
+export interface FlagSpec {
+  kind: 'int' | 'number' | 'string' | 'boolean' | 'list';
+  /** Smallest value allowed (int, number). */
+  min?: number;
+  /** Values allowed (string). */
+  choices?: readonly string[];
+  /** The value's placeholder in the help: N, X, DIR, PATH… */
+  arg?: string;
+  /** What the flag does, one or two short sentences. */
+  help: string;
+  /** The default as the help shows it; computed defaults in words ("steps/10"). */
+  default?: string;
+}
+
+type FlagValue<S extends FlagSpec> = S['kind'] extends 'int' | 'number'
+  ? number
+  : S['kind'] extends 'boolean'
+    ? boolean
+    : S['kind'] extends 'list'
+      ? string[]
+      : S extends { choices: readonly (infer C extends string)[] }
+        ? C
+        : string;
+
+/** The flags given on the command line, parsed and checked; absent ones are undefined. */
+export type FlagValues<T extends Record<string, FlagSpec>> = {
+  -readonly [K in keyof T]?: FlagValue<T[K]>;
+} & {
+  help?: boolean;
+};
+
+function parseValue(name: string, spec: FlagSpec, raw: string, usage: string): number | string {
+  const bad = (what: string) =>
+    fail('TF_ERR_BAD_ARGS', `--${name} must be ${what}, got ${raw === '' ? '""' : raw}\nusage: ${usage}`);
+  if (spec.kind === 'string') {
+    const c = spec.choices;
+    if (c && !c.includes(raw)) bad(c.length > 1 ? `${c.slice(0, -1).join(', ')} or ${c.at(-1)}` : c.join(''));
+    return raw;
+  }
+  const v = raw.trim() === '' ? Number.NaN : Number(raw);
+  const atLeast = spec.min !== undefined ? ` ≥ ${spec.min}` : '';
+  if (spec.kind === 'int' && (!Number.isSafeInteger(v) || (spec.min !== undefined && v < spec.min)))
+    bad(`an integer${atLeast}`);
+  if (!Number.isFinite(v) || (spec.min !== undefined && v < spec.min)) bad(`a number${atLeast}`);
+  return v;
+}
+
+/**
+ * Parses argv against a table of flags: unknown flags, missing values and values of the wrong
+ * kind are argument errors (exit 2) naming the flag, with the usage line.
+ */
+export function parseCommandLine<T extends Record<string, FlagSpec>>(
+  usage: string,
+  specs: T,
+  argv = process.argv.slice(2),
+): FlagValues<T> {
+  const options: Options = {};
+  for (const [name, spec] of Object.entries(specs)) {
+    options[name] =
+      spec.kind === 'boolean' ? { type: 'boolean' } : { type: 'string', multiple: spec.kind === 'list' };
+  }
+  const raw = parseFlags(usage, options, argv) as Record<string, string | boolean | string[] | undefined>;
+  const out: Record<string, unknown> = {};
+  for (const [name, value] of Object.entries(raw)) {
+    const spec = specs[name];
+    if (spec === undefined || typeof value !== 'string') out[name] = value;
+    else out[name] = parseValue(name, spec, value, usage);
+  }
+  return out as FlagValues<T>;
+}
+
+/** `--help`: the usage line, a paragraph, then every flag with its meaning and default. */
+export function helpText(usage: string, intro: string, specs: Record<string, FlagSpec>): string {
+  const rows = Object.entries(specs).map(([name, s]) => {
+    const arg =
+      s.kind === 'boolean'
+        ? ''
+        : ` ${s.arg ?? (s.choices ? s.choices.join('|') : s.kind === 'int' ? 'N' : 'X')}`;
+    return [
+      `--${name}${arg}`,
+      `${s.help}${s.default !== undefined ? ` (default: ${s.default})` : ''}`,
+    ] as const;
+  });
+  const width = Math.min(28, Math.max(...rows.map(([f]) => f.length)) + 2);
+  // Descriptions wrap at 100 columns, continued under their first line.
+  const wrap = (text: string): string => {
+    const lines: string[] = [];
+    let line = '';
+    for (const word of text.split(' ')) {
+      if (line && width + 2 + line.length + 1 + word.length > 100) {
+        lines.push(line);
+        line = word;
+      } else line = line ? `${line} ${word}` : word;
+    }
+    lines.push(line);
+    return lines.join(`\n  ${' '.repeat(width)}`);
+  };
+  const lines = rows
+    .map(([f, h0]) => [f, wrap(h0)] as const)
+    .map(([f, h]) =>
+      f.length + 2 > width ? `  ${f}\n  ${' '.repeat(width)}${h}` : `  ${f.padEnd(width)}${h}`,
+    );
+  return `${usage}\n\n${intro}\n\n${lines.join('\n')}`;
+}

@@ -10,6 +10,8 @@ export type ErrorCode =
   | 'TF_ERR_BAD_PICKLE'
   | 'TF_ERR_BAD_CHECKPOINT'
   | 'TF_ERR_BAD_ARGS'
+  /** An output folder exists and holds something other than that command's kind of output. */
+  | 'TF_ERR_FOREIGN_OUTPUT'
   /** A sequence would exceed the model's max_seq_len. */
   | 'TF_ERR_CONTEXT_LENGTH'
   /** Every KV-cache slot is in use (the runner's maxSequences). */

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import test from 'node:test';
@@ -136,4 +137,32 @@ test('bad checkpoints: every problem named with the file', async (t) => {
   writeFileSync(join(dir, WEIGHTS_FILE), Buffer.from([1, 2, 3]));
   assert.throws(() => loadCheckpoint(dir), /model.safetensors: invalid safetensors file/);
   assert.throws(() => loadCheckpoint(join(dir, 'nope')), /cannot read .*nope\/config.json/);
+});
+
+test("the tokenizer's checksum is recorded; another tokenizer is refused naming both files", async (t) => {
+  const root = tempDir(t);
+  const tok = join(root, 'tok.json');
+  writeFileSync(tok, '{"model": {"type": "BPE", "vocab": {}}}');
+  const dir = join(root, 'ck');
+  const m = { ...meta(), tokenizer: { file: 'tokenizer.json', eos_token_id: null } };
+  await saveCheckpoint(dir, m, params(), { tokenizerFrom: tok });
+  const saved = readCheckpointMeta(dir);
+  assert.equal(saved.tokenizer?.sha256, createHash('sha256').update(readFileSync(tok)).digest('hex'));
+  const warnings: string[] = [];
+  loadCheckpoint(dir, { onWarning: (w) => warnings.push(w) });
+  assert.equal(warnings.length, 0);
+
+  writeFileSync(join(dir, 'tokenizer.json'), '{"model": {"type": "BPE", "vocab": {"a": 0}}}');
+  const mismatch =
+    /ck\/tokenizer.json is not the tokenizer .*ck\/config.json was saved with \(expected sha256 [0-9a-f]{12}…, found/;
+  assert.throws(() => loadCheckpoint(dir), mismatch);
+  await assert.rejects(resolveExportDir(dir, join(root, 'cache')), mismatch);
+
+  // Written before the checksum existed: loads, with one warning line.
+  const { sha256: _, ...older } = saved.tokenizer!;
+  writeFileSync(join(dir, 'config.json'), JSON.stringify({ ...saved, tokenizer: older }));
+  loadCheckpoint(dir, { onWarning: (w) => warnings.push(w) });
+  assert.equal(warnings.length, 1);
+  assert.match(warnings[0]!, /config.json records no tokenizer checksum .*used unchecked/);
+  assert.doesNotMatch(warnings[0]!, /\n/);
 });

@@ -11,7 +11,15 @@ import {
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { replaceDirAtomic, writeAll, writeFileAtomic, writeJsonAtomic } from '../../src/util/atomic.ts';
+import {
+  checkReplaceable,
+  type OutputMarker,
+  replaceDirAtomic,
+  writeAll,
+  writeFileAtomic,
+  writeJsonAtomic,
+} from '../../src/util/atomic.ts';
+import { TokenFormerError } from '../../src/util/errors.ts';
 
 let root: string;
 before(() => {
@@ -94,12 +102,16 @@ describe('writeJsonAtomic', () => {
   });
 });
 
+/** A marker as our commands define them: a JSON file whose `format` field names the output. */
+const OURS: OutputMarker = { what: 'test output', file: 'marker.json', format: 'test-output' };
+const markOurs = (dir: string) => writeFileSync(join(dir, 'marker.json'), '{"format": "test-output"}');
+
 describe('replaceDirAtomic', () => {
   test('creates a new directory from a sibling temp dir', async () => {
     const d = freshDir();
     const final = join(d, 'out');
     let seen = '';
-    await replaceDirAtomic(final, (tmp) => {
+    await replaceDirAtomic(final, [OURS], (tmp) => {
       seen = tmp;
       assert.equal(dirname(tmp), d);
       writeFileSync(join(tmp, 'f.txt'), 'one');
@@ -113,8 +125,9 @@ describe('replaceDirAtomic', () => {
     const d = freshDir();
     const final = join(d, 'out');
     mkdirSync(final);
+    markOurs(final);
     writeFileSync(join(final, 'stale.txt'), 'stale');
-    await replaceDirAtomic(final, async (tmp) => {
+    await replaceDirAtomic(final, [OURS], async (tmp) => {
       await new Promise((r) => setTimeout(r, 5));
       mkdirSync(join(tmp, 'sub'));
       writeFileSync(join(tmp, 'sub', 'g.txt'), 'two');
@@ -128,23 +141,71 @@ describe('replaceDirAtomic', () => {
     const d = freshDir();
     const final = join(d, 'out');
     mkdirSync(final);
+    markOurs(final);
     writeFileSync(join(final, 'keep.txt'), 'keep');
     await assert.rejects(
-      replaceDirAtomic(final, (tmp) => {
+      replaceDirAtomic(final, [OURS], (tmp) => {
         writeFileSync(join(tmp, 'partial.txt'), 'partial');
         throw new Error('build failed');
       }),
       /build failed/,
     );
-    assert.deepEqual(readdirSync(final), ['keep.txt']);
+    assert.deepEqual(readdirSync(final).sort(), ['keep.txt', 'marker.json']);
     assert.deepEqual(readdirSync(d), ['out']);
 
     await assert.rejects(
-      replaceDirAtomic(join(d, 'fresh'), async () => {
+      replaceDirAtomic(join(d, 'fresh'), [OURS], async () => {
         throw new Error('async build failed');
       }),
       /async build failed/,
     );
+    assert.deepEqual(readdirSync(d), ['out']);
+  });
+
+  test('a non-empty folder without the marker is refused untouched; an empty one is replaced', async () => {
+    const d = freshDir();
+    const precious = join(d, 'precious');
+    mkdirSync(precious);
+    writeFileSync(join(precious, 'notes.txt'), 'notes');
+    // The marker file with another format is not ours either.
+    writeFileSync(join(precious, 'marker.json'), '{"format": "something-else"}');
+    let built = false;
+    await assert.rejects(
+      replaceDirAtomic(precious, [OURS], () => {
+        built = true;
+      }),
+      (err: unknown) =>
+        err instanceof TokenFormerError &&
+        err.code === 'TF_ERR_FOREIGN_OUTPUT' &&
+        /precious is a non-empty folder that is not a test output \(marker.json with "format": "test-output"\); refusing/.test(
+          err.message,
+        ),
+    );
+    assert.equal(built, false, 'refused before building');
+    assert.equal(readFileSync(join(precious, 'notes.txt'), 'utf8'), 'notes');
+    assert.deepEqual(readdirSync(d), ['precious']);
+    assert.throws(() => checkReplaceable(precious, [OURS]), /refusing to replace it/);
+
+    writeFileSync(join(d, 'file'), 'x');
+    assert.throws(() => checkReplaceable(join(d, 'file'), [OURS]), /exists and is not a folder/);
+
+    mkdirSync(join(d, 'empty'));
+    await replaceDirAtomic(join(d, 'empty'), [OURS], (tmp) => writeFileSync(join(tmp, 'f'), '1'));
+    assert.deepEqual(readdirSync(join(d, 'empty')), ['f']);
+  });
+
+  test('a folder that gains foreign content while the build runs is not replaced', async () => {
+    const d = freshDir();
+    const final = join(d, 'out');
+    await assert.rejects(
+      replaceDirAtomic(final, [OURS], (tmp) => {
+        writeFileSync(join(tmp, 'new'), 'new');
+        mkdirSync(final);
+        writeFileSync(join(final, 'user.txt'), 'mine');
+      }),
+      /refusing to replace it/,
+    );
+    assert.deepEqual(readdirSync(final), ['user.txt']);
     assert.deepEqual(readdirSync(d), ['out']);
   });
 });
