@@ -1,8 +1,8 @@
-import { GraphBuilder } from '../graph/builder.ts';
+import { attr, GraphBuilder } from '../graph/builder.ts';
 import type { Value } from '../graph/types.ts';
 import { headDim, type TokenFormerConfig } from '../model/config.ts';
 import { type Attend, type Ctx, tokenformer } from '../model/tokenformer.ts';
-import { initializerContext } from './weights.ts';
+import { type Quantization, servingContext } from './kernels.ts';
 
 /**
  * The KV-cache decoder graph (`decoder.onnx`): the same `tokenformer()` as the full-sequence
@@ -76,11 +76,27 @@ function cachedAttend(c: Ctx, cache: CacheInputs, presents: { key: Value; value:
         sizes: g.concat([g.unsqueeze(capLen, [0]), g.unsqueeze(newLen, [0])], 0), // [2] = [cap, N]
       };
     }
-    const scale = g.scalar(1 / Math.sqrt(headDim(c.cfg)));
-    const qh = g.mul(g.transpose(q, [0, 2, 1, 3]), scale); // [B, H, N, Dh], pre-scaled
+    // q arrives scaled by 1/√Dh (servingContext folds it into the query's values).
+    const qh = g.transpose(q, [0, 2, 1, 3]); // [B, H, N, Dh]
     const kt = g.transpose(k, [0, 2, 3, 1]); // [B, H, Dh, N]
-    const vh = g.transpose(v, [0, 2, 1, 3]); // [B, H, N, Dh]
-    presents.push({ key: g.transpose(k, [0, 2, 1, 3]), value: vh });
+    // The presents are produced under their output names: an Identity would be one more node.
+    const kh = g.emit(
+      'Transpose',
+      [k],
+      { perm: attr.ints([0, 2, 1, 3]) },
+      k.dtype,
+      qh.shape,
+      presentKeyName(layer),
+    );
+    const vh = g.emit(
+      'Transpose',
+      [v],
+      { perm: attr.ints([0, 2, 1, 3]) },
+      v.dtype,
+      qh.shape,
+      presentValueName(layer),
+    );
+    presents.push({ key: kh, value: vh });
     const sPast = g.where(masks.past, g.scalar(MASKED), g.matmul(qh, pastK)); // [B, H, N, cap]
     const sNew = g.where(masks.causal, g.matmul(qh, kt), g.scalar(MASKED)); // [B, H, N, N]
     const p = g.softmax(g.concat([sPast, sNew], -1), -1); // [B, H, N, cap+N]
@@ -94,6 +110,7 @@ function cachedAttend(c: Ctx, cache: CacheInputs, presents: { key: Value; value:
 export function buildDecoderGraph(
   cfg: TokenFormerConfig,
   params: ReadonlyMap<string, Float32Array>,
+  quantization?: Quantization,
 ): GraphBuilder {
   const g = new GraphBuilder();
   const h = cfg.num_heads;
@@ -109,7 +126,7 @@ export function buildDecoderGraph(
     cache.keys.push(g.input(pastKeyName(i), 'float32', ['batch', h, dh, 'cap']));
     cache.values.push(g.input(pastValueName(i), 'float32', ['batch', h, 'cap', dh]));
   }
-  const c = initializerContext(g, cfg, params);
+  const c = servingContext(g, cfg, params, positions, quantization);
   const presents: { key: Value; value: Value }[] = [];
   const logits = tokenformer(c, ids, positions, cachedAttend(c, cache, presents), { lastPositionOnly: true }); // [B, V]
   g.output(logits, DECODER_LOGITS);

@@ -12,6 +12,7 @@ import {
 } from './shapes.ts';
 import {
   type Attr,
+  DATA_TYPES,
   type DataType,
   type Dim,
   type NodeSpec,
@@ -66,7 +67,7 @@ export function tensor(dtype: DataType, shape: readonly number[], data: ArrayBuf
 }
 
 function bytesOf(dtype: DataType): number {
-  return { float32: 4, int32: 4, int64: 8, bool: 1, float16: 2, float64: 8 }[dtype];
+  return DATA_TYPES[dtype].bytes;
 }
 
 export const attr = {
@@ -223,6 +224,37 @@ export class GraphBuilder {
     return this.record({ name, dtype, shape });
   }
 
+  /**
+   * Emits one node with several outputs (`null` leaves an optional output unnamed, so onnxruntime
+   * does not compute it); for ops outside the primitives, such as onnxruntime's contrib kernels.
+   */
+  emitMulti(
+    op: string,
+    domain: string,
+    inputs: readonly (Value | null)[],
+    attrs: Record<string, Attr>,
+    outputs: readonly ({ dtype: DataType; shape: Shape; name?: string } | null)[],
+  ): (Value | null)[] {
+    const outs = outputs.map((o) =>
+      o === null
+        ? null
+        : this.record({
+            name: o.name === undefined ? this.fresh(op.toLowerCase()) : this.claim(o.name),
+            dtype: o.dtype,
+            shape: o.shape,
+          }),
+    );
+    this.nodes.push({
+      op,
+      domain,
+      inputs: inputs.map((i) => i?.name ?? ''),
+      outputs: outs.map((o) => o?.name ?? ''),
+      attrs,
+      name: `${op}_${this.nodes.length}`,
+    });
+    return outs;
+  }
+
   /** `emit` for the typed methods: the op must be a PrimitiveOp (one with a gradient rule). */
   private prim(
     op: PrimitiveOp,
@@ -339,8 +371,7 @@ export class GraphBuilder {
   }
 
   cast(x: Value, to: DataType): Value {
-    const codes = { float32: 1, int32: 6, int64: 7, bool: 9, float16: 10, float64: 11 } as const;
-    return this.prim('Cast', [x], { to: attr.int(codes[to]) }, to, x.shape);
+    return this.prim('Cast', [x], { to: attr.int(DATA_TYPES[to].onnx) }, to, x.shape);
   }
 
   // ---- linear algebra and reductions ---------------------------------------------------------

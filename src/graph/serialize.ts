@@ -146,7 +146,9 @@ export function serializeModel(g: GraphBuilder, opts: SerializeOptions): Uint8Ar
     offset += Math.ceil(bytes.byteLength / 64) * 64;
     return proto;
   });
+  // Function domains, and those of nodes calling a runtime's own kernels (e.g. com.microsoft).
   const domains = new Set([...g.functions.values()].map((f) => f.domain));
+  for (const n of g.nodes) if (n.domain !== '') domains.add(n.domain);
   const model = create(ModelProtoSchema, {
     irVersion: IR_VERSION,
     producerName: 'tokenformer-serve',

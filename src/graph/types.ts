@@ -1,6 +1,7 @@
 /** Element types the builder knows, with their ONNX TensorProto.DataType codes and sizes. */
 export const DATA_TYPES = {
   float32: { onnx: 1, bytes: 4 },
+  uint8: { onnx: 2, bytes: 1 },
   int32: { onnx: 6, bytes: 4 },
   int64: { onnx: 7, bytes: 8 },
   bool: { onnx: 9, bytes: 1 },

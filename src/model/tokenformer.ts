@@ -56,6 +56,26 @@ export type Weights = (name: string) => Value;
 export interface BuildOptions {
   /** `function`: Pattention is one custom-op node; `inline`: primitives (for gradients). */
   pattention: 'function' | 'inline';
+  /** Fused kernels a serving graph substitutes for the plain-op forms (the same math). */
+  kernels?: Kernels;
+}
+
+/**
+ * Fused forms of the model's pieces, each computing what the plain-op code below computes. The
+ * serving graphs supply them (src/export/kernels.ts); the exported model.onnx and the training
+ * graph use the readable forms.
+ */
+export interface Kernels {
+  /** Pattention at `site`: x [B, T, d_in] → [B, T, d_out]. */
+  pattention(site: PattentionSite, x: Value): Value;
+  /** Rotary at the graph's positions on x [B, T, H·Dh] (heads not yet split). */
+  rotary(x: Value): Value;
+  /** LayerNorm without weight or bias. */
+  norm(x: Value): Value;
+  /** [x + delta, LayerNorm(x + delta)] (the residual add and the next block's norm). */
+  addNorm(x: Value, delta: Value): [Value, Value];
+  /** The tied unembedding: x [..., d] → logits [..., V]. */
+  unembed(x: Value): Value;
 }
 
 /**
@@ -73,6 +93,7 @@ export interface Ctx {
 }
 
 export function pattention(c: Ctx, site: PattentionSite, x: Value): Value {
+  if (c.opts.kernels) return c.opts.kernels.pattention(site, x);
   const keys = c.w(`${site.prefix}.keys`);
   const values = c.w(`${site.prefix}.values`);
   const tau = c.cfg[site.kind].tau;
@@ -83,6 +104,7 @@ export function pattention(c: Ctx, site: PattentionSite, x: Value): Value {
 
 /** LayerNorm without weight or bias (the blocks' norms). */
 function plainNorm(c: Ctx, x: Value): Value {
+  if (c.opts.kernels) return c.opts.kernels.norm(x);
   const d = c.cfg.hidden_size;
   const ones = c.g.constant(tensor('float32', [d], new Float32Array(d).fill(1)), 'ln_ones');
   return c.g.layerNorm(x, ones, undefined, c.cfg.layernorm_eps);
@@ -138,22 +160,46 @@ export function causalAttend(c: Ctx): Attend {
   };
 }
 
-/** x + Pattention_o(attention(rotary(q), rotary(k), v)) on h = LN(x). */
+/** Pattention_o(attention(rotary(q), rotary(k), v)) on h = LN(x): the attention residual branch. */
 function attentionBlock(c: Ctx, layer: number, h: Value, rot: Rotary | undefined, attend: Attend): Value {
   const { g, cfg } = c;
-  const heads = (site: PattentionSite) =>
-    g.reshape(pattention(c, site, h), [0, 0, cfg.num_heads, headDim(cfg)]);
-  const q = applyRotary(c, heads(attnSite(layer, 'q')), rot); // [B, T, H, Dh]
-  const k = applyRotary(c, heads(attnSite(layer, 'k')), rot); // [B, T, H, Dh]
-  const v = heads(attnSite(layer, 'v')); // [B, T, H, Dh]
+  const split = (x: Value) => g.reshape(x, [0, 0, cfg.num_heads, headDim(cfg)]); // [B, T, H, Dh]
+  const rotated = (site: PattentionSite) => {
+    const x = pattention(c, site, h); // [B, T, d]
+    return c.opts.kernels ? split(c.opts.kernels.rotary(x)) : applyRotary(c, split(x), rot);
+  };
+  const q = rotated(attnSite(layer, 'q')); // [B, T, H, Dh]
+  const k = rotated(attnSite(layer, 'k')); // [B, T, H, Dh]
+  const v = split(pattention(c, attnSite(layer, 'v'), h)); // [B, T, H, Dh]
   const merged = g.reshape(attend(layer, q, k, v), [0, 0, cfg.hidden_size]); // [B, T, d]
   return pattention(c, attnSite(layer, 'o'), merged); // [B, T, d]
 }
 
-/** Pre-norm block with sequential residuals, as in the official code. */
-export function block(c: Ctx, layer: number, x: Value, rot: Rotary | undefined, attend: Attend): Value {
-  const x1 = c.g.add(x, attentionBlock(c, layer, plainNorm(c, x), rot, attend)); // [B, T, d]
-  return c.g.add(x1, pattention(c, ffnSite(layer), plainNorm(c, x1))); // [B, T, d]
+/** [x + delta, LN(x + delta)]: a residual add and the norm that reads its sum. */
+function addNorm(c: Ctx, x: Value, delta: Value): [Value, Value] {
+  if (c.opts.kernels) return c.opts.kernels.addNorm(x, delta);
+  const sum = c.g.add(x, delta);
+  return [sum, plainNorm(c, sum)];
+}
+
+/**
+ * Pre-norm block with sequential residuals, as in the official code:
+ *   x1 = x + attn(LN(x)); x2 = x1 + ffn(LN(x1)).
+ * `h` is LN(x), computed by the caller together with x's residual add; returns x2 and, unless
+ * `last`, LN(x2) for the next block.
+ */
+export function block(
+  c: Ctx,
+  layer: number,
+  x: Value,
+  h: Value,
+  rot: Rotary | undefined,
+  attend: Attend,
+  last: boolean,
+): [Value, Value | undefined] {
+  const [x1, h1] = addNorm(c, x, attentionBlock(c, layer, h, rot, attend)); // [B, T, d]
+  const f = pattention(c, ffnSite(layer), h1); // [B, T, d]
+  return last ? [c.g.add(x1, f), undefined] : addNorm(c, x1, f);
 }
 
 /**
@@ -170,10 +216,14 @@ export function tokenformer(
   const { g, w, cfg } = c;
   const embed = w(EMBEDDING); // [V, d]
   let x = g.gather(embed, ids); // [B, T, d]
-  const rot = rotaryAngles(c, positions);
-  for (let i = 0; i < cfg.num_layers; i++) x = block(c, i, x, rot, attend);
+  const rot = c.opts.kernels ? undefined : rotaryAngles(c, positions);
+  let h: Value | undefined = plainNorm(c, x);
+  for (let i = 0; i < cfg.num_layers; i++) {
+    [x, h] = block(c, i, x, h!, rot, attend, i === cfg.num_layers - 1);
+  }
   // Decoding needs only the last position's logits: pick it before the [d, V] head.
   if (opts.lastPositionOnly) x = g.gather(x, g.scalar(-1, 'int64'), 1); // [B, d]
   const normed = g.layerNorm(x, w(FINAL_NORM_WEIGHT), w(FINAL_NORM_BIAS), cfg.layernorm_eps); // [B, T, d] or [B, d]
+  if (c.opts.kernels) return c.opts.kernels.unembed(normed);
   return g.matmul(normed, g.transpose(embed, [1, 0])); // [B, T, V] or [B, V]
 }

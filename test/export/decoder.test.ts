@@ -53,10 +53,14 @@ test('decoder graph contract: cache in, only logits and the new keys/values out'
   const readers = g.nodes.filter((n) => n.inputs.some((i) => cacheNames.has(i)));
   assert.equal(readers.length, 2 * cfg.num_layers + 1, 'q·K and p·V per layer, and one Shape for cap');
   assert.deepEqual([...new Set(readers.map((n) => n.op))].sort(), ['MatMul', 'Shape']);
-  // Pattention stays one custom-op node per site.
-  const patt = g.nodes.filter((n) => n.domain === PATTENTION_DOMAIN);
-  assert.equal(patt.length, 5 * cfg.num_layers);
-  assert.ok(patt.every((n) => n.op === 'Pattention'));
+  // A serving graph: Pattention as fused kernels (model.onnx keeps the custom-op node).
+  assert.equal(g.nodes.filter((n) => n.domain === PATTENTION_DOMAIN).length, 0);
+  const count = (op: string) => g.nodes.filter((n) => n.op === op).length;
+  assert.equal(count('Gelu'), 5 * cfg.num_layers);
+  assert.equal(count('SimplifiedLayerNormalization'), 5 * cfg.num_layers);
+  assert.equal(count('SkipLayerNormalization'), 2 * cfg.num_layers - 1);
+  assert.equal(count('RotaryEmbedding'), 2 * cfg.num_layers);
+  assert.equal(count('Erf'), 0);
 });
 
 /** Copies row `row` of present [B, H, n, Dh] into a cache [B', H, Dh|cap, cap|Dh] at `start`. */
