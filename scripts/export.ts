@@ -1,5 +1,6 @@
 import { join } from 'node:path';
 import { exportCheckpoint } from '../src/export/export.ts';
+import { parseQuantization } from '../src/export/quantize.ts';
 import { CONFIG_FILE, readCheckpointMeta } from '../src/model/checkpoint.ts';
 import { checkTokenizerFits } from '../src/tokenizer/fit.ts';
 import { Tokenizer } from '../src/tokenizer/tokenizer.ts';
@@ -12,7 +13,9 @@ import {
   runMain,
 } from '../src/util/cli.ts';
 
-const USAGE = 'npm run export -- --checkpoint DIR --out DIR [--external-data auto|always|never]';
+const USAGE =
+  'npm run export -- --checkpoint DIR --out DIR [--external-data auto|always|never] ' +
+  '[--quantize int8|int4 [--block-size 32] [--accuracy-level 4]]';
 
 const INTRO = `Exports a checkpoint to ONNX for serving: model.onnx (input_ids → logits, no cache), decoder.onnx
 (the KV-cache decoder the server runs), manifest.json (config, checksums and sizes of every file,
@@ -29,6 +32,25 @@ const FLAGS = {
     help: 'weights in a separate .onnx.data file: past 1.5 GiB (auto), always, or never',
     default: 'auto',
   },
+  quantize: {
+    kind: 'string',
+    choices: ['int8', 'int4'],
+    help: "weight-only quantization of decoder.onnx's Pattention keys/values and unembedding (MatMulNBits)",
+  },
+  'block-size': {
+    kind: 'int',
+    min: 16,
+    arg: 'N',
+    help: 'weights per quantization block (a power of two)',
+    default: '32',
+  },
+  'accuracy-level': {
+    kind: 'int',
+    min: 0,
+    arg: 'N',
+    help: 'MatMulNBits accuracy_level: 4 = int8 activations (fastest here), 1 = float32 math',
+    default: '4',
+  },
 } as const satisfies Record<string, FlagSpec>;
 
 runMain(async () => {
@@ -36,6 +58,7 @@ runMain(async () => {
   if (flags.help) return void console.log(helpText(USAGE, INTRO, FLAGS));
   const checkpoint = requireFlag(USAGE, flags, 'checkpoint');
   const out = requireFlag(USAGE, flags, 'out');
+  const quantize = parseQuantization(flags.quantize, flags['block-size'], flags['accuracy-level']);
   const meta = readCheckpointMeta(checkpoint);
   if (meta.tokenizer) {
     // Refused here rather than served: a server would blame its clients for ids past the embedding.
@@ -45,6 +68,7 @@ runMain(async () => {
   }
   const manifest = await exportCheckpoint(checkpoint, out, {
     externalData: flags['external-data'] ?? 'auto',
+    ...(quantize ? { quantize } : {}),
     onProgress: progress('export'),
   });
   const files = manifest.graphs.map((g) => g.file + (g.external_data ? ` (+ ${g.external_data})` : ''));

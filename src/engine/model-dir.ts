@@ -3,6 +3,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { exportInBackground } from '../export/background.ts';
 import { MANIFEST_FILE, type Manifest, verifyExport } from '../export/export.ts';
+import type { Quantization } from '../export/quantize.ts';
 import {
   CONFIG_FILE,
   checkTokenizerChecksum,
@@ -15,9 +16,10 @@ import { fileSha256Async } from '../util/files.ts';
 
 /**
  * Part of the cache key: bumped when exports gain something older cached ones lack (v2: the
- * checkpoint's provenance and lineage in the manifest, which lossless hot swaps read).
+ * checkpoint's provenance and lineage in the manifest, which lossless hot swaps read; v3: fused
+ * serving kernels in decoder.onnx).
  */
-const EXPORT_CACHE_VERSION = 'export-cache-v2';
+const EXPORT_CACHE_VERSION = 'export-cache-v3';
 
 /** `--model` is a directory, or a name under the models root (`--model default` → models/default). */
 export function findModelDir(model: string, modelsDir: string): string {
@@ -49,6 +51,7 @@ export async function resolveExport(
   dir: string,
   cacheRoot: string,
   onProgress?: (message: string) => void,
+  quantize?: Quantization,
 ): Promise<{ exportDir: string; verified?: Manifest }> {
   if (existsSync(join(dir, MANIFEST_FILE))) return { exportDir: resolve(dir) };
   if (!existsSync(join(dir, CONFIG_FILE))) {
@@ -68,6 +71,7 @@ export async function resolveExport(
     .update(EXPORT_CACHE_VERSION)
     .update(readFileSync(join(dir, CONFIG_FILE)))
     .update(weights)
+    .update(quantize ? JSON.stringify(quantize) : '')
     .digest('hex')
     .slice(0, 24);
   const out = resolve(cacheRoot, 'exports', key);
@@ -82,6 +86,6 @@ export async function resolveExport(
       onProgress?.(`the cached export failed verification (${err.message}); re-exporting ${dir} → ${out}`);
     }
   }
-  await exportInBackground(dir, out);
+  await exportInBackground(dir, out, quantize);
   return { exportDir: out };
 }

@@ -540,8 +540,9 @@ function checkMigratable(from: Engine, to: Engine): void {
  * Whether `to` computes exactly the keys and values `from` does, so a stream's KV cache can move
  * as is: the same weights, or — from the lineage in the checkpoints — `to` was grown from
  * exactly these weights with zero-initialised keys and τ kept (function-preserving, see
- * src/model/grow.ts) and not trained since (same step, provenance still `grow`). Layer and head
- * shapes never change in growth; they are checked anyway.
+ * src/model/grow.ts) and not trained since (same step, provenance still `grow`), at the same
+ * precision (quantization settings). Layer and head shapes never change in growth; they are
+ * checked anyway.
  */
 export function kvTransferable(from: Engine, to: Engine): boolean {
   const a = from.manifest;
@@ -549,6 +550,8 @@ export function kvTransferable(from: Engine, to: Engine): boolean {
   if (!sameTokenizer(from, to)) return false;
   const shape = (m: typeof a.model) => [m.num_layers, m.num_heads, m.hidden_size, m.max_seq_len].join();
   if (shape(a.model) !== shape(b.model)) return false;
+  // Quantized keys/values differ from the float ones (and between precisions).
+  if (JSON.stringify(a.quantization ?? null) !== JSON.stringify(b.quantization ?? null)) return false;
   if (a.source.weights_sha256 === b.source.weights_sha256) return true;
   const src = b.source;
   return (

@@ -1,11 +1,12 @@
 import { type ErrorCode, TokenFormerError } from '../util/errors.ts';
 import { startWorker } from '../util/worker.ts';
 import type { ExportJob, ExportReply } from './export-worker.ts';
+import type { Quantization } from './quantize.ts';
 
 /** Exports a checkpoint in a worker thread, so the caller's event loop keeps serving meanwhile. */
-export function exportInBackground(checkpoint: string, out: string): Promise<void> {
+export function exportInBackground(checkpoint: string, out: string, quantize?: Quantization): Promise<void> {
   const worker = startWorker(new URL('./export-worker.ts', import.meta.url), {
-    workerData: { checkpoint, out } satisfies ExportJob,
+    workerData: { checkpoint, out, ...(quantize ? { quantize } : {}) } satisfies ExportJob,
   });
   return new Promise<void>((resolve, reject) => {
     worker.once('message', (r: ExportReply) => {

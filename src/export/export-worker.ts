@@ -1,6 +1,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { TokenFormerError } from '../util/errors.ts';
 import { exportCheckpoint } from './export.ts';
+import type { Quantization } from './quantize.ts';
 
 /**
  * Worker entry of `exportInBackground` (./background.ts): exports one checkpoint and reports.
@@ -10,6 +11,7 @@ import { exportCheckpoint } from './export.ts';
 export interface ExportJob {
   checkpoint: string;
   out: string;
+  quantize?: Quantization;
 }
 
 export type ExportReply = { ok: true } | { ok: false; code: string | null; message: string };
@@ -17,7 +19,7 @@ export type ExportReply = { ok: true } | { ok: false; code: string | null; messa
 if (!parentPort) throw new Error('src/export/export-worker.ts must run in a worker thread');
 const port = parentPort;
 const job = workerData as ExportJob;
-exportCheckpoint(job.checkpoint, job.out).then(
+exportCheckpoint(job.checkpoint, job.out, job.quantize ? { quantize: job.quantize } : {}).then(
   () => port.postMessage({ ok: true } satisfies ExportReply),
   (err: unknown) =>
     port.postMessage({

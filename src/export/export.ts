@@ -25,6 +25,7 @@ import { fail } from '../util/errors.ts';
 import { fileSha256, fileSha256Async, readJsonFile } from '../util/files.ts';
 import { buildDecoderGraph } from './decoder.ts';
 import { buildFullSequenceGraph } from './full-sequence.ts';
+import type { QuantBits, Quantization } from './quantize.ts';
 
 /**
  * An export directory: manifest.json, model.onnx and decoder.onnx (each + `.data` when large),
@@ -84,13 +85,30 @@ export interface Manifest {
     parent?: Lineage | null;
   };
   onnx: { opset: number; custom_ops: string[] };
+  /**
+   * Weight-only quantization of the serving graph (absent or null: float32). model.onnx is
+   * always the full-precision graph.
+   */
+  quantization?: ManifestQuantization | null;
   graphs: GraphEntry[];
   created: string;
+}
+
+export interface ManifestQuantization {
+  /** com.microsoft.MatMulNBits, symmetric blocks (implicit zero point 2^(bits−1)). */
+  method: 'MatMulNBits';
+  bits: QuantBits;
+  block_size: number;
+  accuracy_level: number;
+  /** What is quantized in decoder.onnx: every Pattention's keys and values, and the unembedding. */
+  weights: 'pattention+unembedding';
 }
 
 export interface ExportOptions {
   /** `auto` uses external data only past EXTERNAL_DATA_THRESHOLD. */
   externalData?: 'auto' | 'always' | 'never';
+  /** Weight-only quantization of the serving graph (default: none, float32). */
+  quantize?: Quantization;
   onProgress?: (message: string) => void;
 }
 
@@ -165,7 +183,7 @@ export async function exportModel(
     const mode = opts.externalData ?? 'auto';
     const graphs = [writeGraph(tmp, FULL_GRAPH_FILE, 'full', full, cfg, mode)];
     log('building KV-cache decoder graph');
-    const decoder = buildDecoderGraph(cfg, ckpt.params);
+    const decoder = buildDecoderGraph(cfg, ckpt.params, opts.quantize);
     log(`writing ${DECODER_GRAPH_FILE}`);
     graphs.push(writeGraph(tmp, DECODER_GRAPH_FILE, 'decoder', decoder, cfg, mode));
     const tokSrc = join(ckpt.dir, TOKENIZER_FILE);
@@ -193,6 +211,15 @@ export async function exportModel(
         parent: ckpt.meta.parent,
       },
       onnx: { opset: ONNX_OPSET, custom_ops: [`${PATTENTION_DOMAIN}::Pattention`] },
+      quantization: opts.quantize
+        ? {
+            method: 'MatMulNBits',
+            bits: opts.quantize.bits,
+            block_size: opts.quantize.blockSize,
+            accuracy_level: opts.quantize.accuracyLevel,
+            weights: 'pattention+unembedding',
+          }
+        : null,
       graphs,
       created: new Date().toISOString(),
     };
