@@ -1,10 +1,17 @@
-import { type BenchOptions, runBench, syntheticModel } from '../src/bench/serving.ts';
+import {
+  type BenchOptions,
+  PRECISIONS,
+  type Precision,
+  runBench,
+  syntheticModel,
+} from '../src/bench/serving.ts';
 import { parseFlags, runMain } from '../src/util/cli.ts';
 import { fail } from '../src/util/errors.ts';
+import { benchServed } from './bench/served.ts';
 
 const USAGE =
   'npm run bench -- (--model DIR | --synthetic) [--json] [--threads N] [--prompt-tokens N] [--decode-tokens N] ' +
-  '[--concurrency N] [--cache-dir DIR]';
+  '[--concurrency N] [--precisions fp32,int8,int4] [--no-served] [--cache-dir DIR]';
 
 runMain(async () => {
   const s = { type: 'string' } as const;
@@ -16,6 +23,8 @@ runMain(async () => {
     'prompt-tokens': s,
     'decode-tokens': s,
     concurrency: s,
+    precisions: s,
+    'no-served': { type: 'boolean' },
     'cache-dir': s,
   });
   if (flags.help) return void console.log(USAGE);
@@ -26,6 +35,10 @@ runMain(async () => {
       fail('TF_ERR_BAD_ARGS', `--${name} must be a positive integer, got ${v}`);
     return n;
   };
+  const precisions = (flags.precisions ?? PRECISIONS.join(',')).split(',') as Precision[];
+  for (const p of precisions)
+    if (!PRECISIONS.includes(p))
+      fail('TF_ERR_BAD_ARGS', `--precisions takes ${PRECISIONS.join(', ')}, got ${flags.precisions}`);
   const cacheDir = flags['cache-dir'] ?? '.cache';
   if (!flags.model && !flags.synthetic)
     fail('TF_ERR_BAD_ARGS', `give --model DIR or --synthetic\nusage: ${USAGE}`);
@@ -35,24 +48,48 @@ runMain(async () => {
     promptTokens: int('prompt-tokens', flags['prompt-tokens'], 512),
     decodeTokens: int('decode-tokens', flags['decode-tokens'], 64),
     concurrency: int('concurrency', flags.concurrency, 16),
+    precisions,
     ...(flags.threads ? { threads: int('threads', flags.threads, 2) } : {}),
   };
-  const r = await runBench(o);
+  const engine = await runBench(o);
+  const served: Record<string, Awaited<ReturnType<typeof benchServed>>> = {};
+  if (!flags['no-served']) {
+    for (const [p, r] of Object.entries(engine.precisions)) {
+      served[p] = await benchServed({
+        exportDir: r.export_dir,
+        streams: [1, o.concurrency],
+        maxTokens: Math.max(o.decodeTokens, 128),
+        ...(o.threads ? { threads: o.threads } : {}),
+      });
+    }
+  }
+  const r = { ...engine, served };
   if (flags.json) return void console.log(JSON.stringify(r));
   const f = (x: number, d = 1) => x.toFixed(d);
-  console.log(
-    [
-      `model ${r.model}: ${f(r.parameters / 1e6, 2)}M parameters (${f(r.weight_bytes / 2 ** 20)} MiB f32), device ${r.device}`,
-      `machine: read bandwidth ${f(r.machine.read_bandwidth_gb_s)} GB/s, peak MatMul ${f(r.machine.peak_matmul_gflops)} GFLOP/s`,
-      `prefill ${r.prefill.prompt_tokens} tokens: ${f(r.prefill.tokens_per_s, 0)} tokens/s (TTFT ${f(r.prefill.time_to_first_token_ms)} ms), ` +
-        `${f(r.prefill.gflops)} GFLOP/s = ${f(r.prefill.fraction_of_peak_matmul, 2)} of peak MatMul`,
-      `decode batch 1: ${f(r.decode_batch1.tokens_per_s)} tokens/s, ITL p50 ${f(r.decode_batch1.inter_token_latency_ms_p50)} ms ` +
-        `p99 ${f(r.decode_batch1.inter_token_latency_ms_p99)} ms; tokens/s × weight bytes = ${f(r.decode_batch1.weight_bytes_per_s_fraction_of_bandwidth, 2)} of read bandwidth`,
-      `decode ${r.decode_concurrent.sequences} concurrent: ${f(r.decode_concurrent.tokens_per_s)} tokens/s = ` +
-        `${f(r.decode_concurrent.speedup_over_batch1, 2)}× batch 1; TTFT p50 ${f(r.decode_concurrent.time_to_first_token_ms_p50)} ms, ` +
-        `ITL p50 ${f(r.decode_concurrent.inter_token_latency_ms_p50)} ms p99 ${f(r.decode_concurrent.inter_token_latency_ms_p99)} ms`,
-      `memory: peak RSS ${f(r.memory.peak_rss_bytes / 2 ** 20)} MiB = ${f(r.memory.rss_over_2x_weights_plus_kv_budget, 2)} × (2 × weights + KV budget); ` +
-        `KV ${r.memory.kv_bytes_per_token} B/token, ${f(r.memory.kv_bytes_per_sequence_at_max_context / 2 ** 20)} MiB per sequence at full context`,
-    ].join('\n'),
-  );
+  const lines = [
+    `model ${r.model}; machine: read bandwidth ${f(r.machine.read_bandwidth_gb_s)} GB/s, peak MatMul ${f(r.machine.peak_matmul_gflops)} GFLOP/s`,
+  ];
+  for (const [p, e] of Object.entries(r.precisions)) {
+    lines.push(
+      `[${p}] ${f(e.parameters / 1e6, 2)}M parameters, ${f(e.weight_bytes_per_token / 2 ** 20)} MiB of weights read per decoded token, device ${e.device}`,
+      `  prefill ${e.prefill.prompt_tokens} tokens: ${f(e.prefill.tokens_per_s, 0)} tokens/s (TTFT ${f(e.prefill.time_to_first_token_ms)} ms), ` +
+        `${f(e.prefill.gflops)} GFLOP/s = ${f(e.prefill.fraction_of_peak_matmul, 2)} of peak MatMul (roofline ${f(e.prefill.roofline_tokens_per_s, 0)} tokens/s)`,
+      `  decode batch 1: ${f(e.decode_batch1.tokens_per_s)} tokens/s, ITL p50 ${f(e.decode_batch1.inter_token_latency_ms_p50, 2)} ms ` +
+        `p99 ${f(e.decode_batch1.inter_token_latency_ms_p99, 2)} ms = ${f(e.decode_batch1.weight_bytes_per_s_fraction_of_bandwidth, 2)} of read bandwidth ` +
+        `(roofline ${f(e.decode_batch1.roofline_tokens_per_s, 0)} tokens/s)`,
+      `  decode ${e.decode_concurrent.sequences} concurrent: ${f(e.decode_concurrent.tokens_per_s)} tokens/s = ` +
+        `${f(e.decode_concurrent.speedup_over_batch1, 2)}× batch 1; TTFT p50 ${f(e.decode_concurrent.time_to_first_token_ms_p50)} ms, ` +
+        `ITL p50 ${f(e.decode_concurrent.inter_token_latency_ms_p50)} ms p99 ${f(e.decode_concurrent.inter_token_latency_ms_p99)} ms`,
+      `  memory: peak RSS ${f(e.memory.peak_rss_bytes / 2 ** 20)} MiB; KV ${e.memory.kv_bytes_per_token} B/token`,
+    );
+    for (const sv of served[p] ?? []) {
+      lines.push(
+        `  served (HTTP/SSE) ${sv.streams} stream${sv.streams > 1 ? 's' : ''}: ${f(sv.tokens_per_s)} tokens/s` +
+          (sv.decode_tokens_per_s
+            ? ` (decode after the first token ${f(sv.decode_tokens_per_s)} tokens/s)`
+            : ''),
+      );
+    }
+  }
+  console.log(lines.join('\n'));
 });

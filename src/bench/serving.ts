@@ -5,6 +5,8 @@ import { resourceUsage } from 'node:process';
 import { Engine } from '../engine/engine.ts';
 import { resolveExport } from '../engine/model-dir.ts';
 import { validateSamplingParams } from '../engine/sampling/params.ts';
+import { MANIFEST_FILE, type Manifest } from '../export/export.ts';
+import { DEFAULT_ACCURACY_LEVEL, DEFAULT_BLOCK_SIZE, type Quantization } from '../export/quantize.ts';
 import { type CheckpointMeta, saveCheckpoint } from '../model/checkpoint.ts';
 import { defaultTau, validateModelConfig } from '../model/config.ts';
 import { initParams } from '../model/init.ts';
@@ -26,6 +28,8 @@ export interface BenchOptions {
   promptTokens: number;
   decodeTokens: number;
   concurrency: number;
+  /** For a checkpoint: which precisions to export and measure (default all). */
+  precisions?: Precision[];
 }
 
 /** The ≈ 30M-parameter configuration of the inference-engine issue, with random weights. */
@@ -108,10 +112,60 @@ async function timedRun(engine: Engine, prompt: number[], maxTokens: number): Pr
   return { ttftMs: first - start, itlMs: itl, times, tokens, startMs: start, firstMs: first, endMs: last };
 }
 
+/** The precisions a benchmark compares: float32 and the weight-only quantized serving graphs. */
+export const PRECISIONS = ['fp32', 'int8', 'int4'] as const;
+export type Precision = (typeof PRECISIONS)[number];
+
+export function precisionQuantization(p: Precision): Quantization | undefined {
+  if (p === 'fp32') return undefined;
+  return { bits: p === 'int8' ? 8 : 4, blockSize: DEFAULT_BLOCK_SIZE, accuracyLevel: DEFAULT_ACCURACY_LEVEL };
+}
+
+/** Bytes of weights a batch-1 decode step reads (every matrix once; the embedding gather's row aside). */
+export function weightBytesPerToken(manifest: Manifest): number {
+  const params = paramCount(manifest.model);
+  const q = manifest.quantization;
+  return q ? params * (q.bits / 8 + 4 / q.block_size) : params * 4;
+}
+
+/**
+ * `npm run bench`: per precision (a checkpoint is exported at each; an export directory is
+ * measured as it is) the engine's prefill, batch-1 decode and concurrent decode, with the
+ * machine's read bandwidth and peak MatMul measured in the same run for the rooflines.
+ */
 export async function runBench(o: BenchOptions) {
-  const { exportDir, verified } = await resolveExport(o.model, o.cacheDir);
+  const isExport = existsSync(join(o.model, MANIFEST_FILE));
+  const precisions = isExport ? [undefined] : (o.precisions ?? [...PRECISIONS]);
   const bandwidthGBs = await measureReadBandwidth(o.threads ? { threads: o.threads } : {});
   const peakGflops = await measurePeakMatmul(o.threads ? { threads: o.threads } : {});
+  const results: Record<string, EngineFigures> = {};
+  for (const p of precisions) {
+    const q = p === undefined ? undefined : precisionQuantization(p);
+    const { exportDir, verified } = await resolveExport(o.model, o.cacheDir, undefined, q);
+    const figures = await benchEngine(o, exportDir, verified, bandwidthGBs, peakGflops);
+    results[p ?? precisionOf(figures.manifest)] = figures.figures;
+  }
+  return {
+    model: o.model,
+    machine: { read_bandwidth_gb_s: bandwidthGBs, peak_matmul_gflops: peakGflops },
+    precisions: results,
+  };
+}
+
+function precisionOf(m: Manifest): Precision {
+  return m.quantization ? (m.quantization.bits === 8 ? 'int8' : 'int4') : 'fp32';
+}
+
+export type BenchResult = Awaited<ReturnType<typeof runBench>>;
+type EngineFigures = Awaited<ReturnType<typeof benchEngine>>['figures'];
+
+async function benchEngine(
+  o: BenchOptions,
+  exportDir: string,
+  verified: Manifest | undefined,
+  bandwidthGBs: number,
+  peakGflops: number,
+) {
   const engine = await Engine.start({
     exportDir,
     ...(verified ? { verified } : {}),
@@ -124,7 +178,7 @@ export async function runBench(o: BenchOptions) {
   try {
     const cfg = engine.manifest.model;
     const params = paramCount(cfg);
-    const weightBytes = params * 4;
+    const weightBytes = weightBytesPerToken(engine.manifest);
     const vocab = engine.tokenizer.vocabSize;
     const prompt = (n: number, salt: number) =>
       Array.from({ length: n }, (_, i) => (i * 7919 + salt * 104729) % vocab);
@@ -161,19 +215,19 @@ export async function runBench(o: BenchOptions) {
     const peakRssBytes = resourceUsage().maxRSS * 1024;
     // The KV budget: every slot at the full context (what the engine may allocate).
     const kvBudget = kv.kvBytesPerToken * cfg.max_seq_len * Math.max(16, o.concurrency);
-    return {
-      model: o.model,
+    const figures = {
       export_dir: exportDir,
+      quantization: engine.manifest.quantization ?? null,
       parameters: params,
-      weight_bytes: weightBytes,
+      weight_bytes_per_token: weightBytes,
       device: engine.device,
-      machine: { read_bandwidth_gb_s: bandwidthGBs, peak_matmul_gflops: peakGflops },
       prefill: {
         prompt_tokens: o.promptTokens,
         time_to_first_token_ms: pre.ttftMs,
         tokens_per_s: prefillTokensPerS,
         gflops: (prefillTokensPerS * prefillFlopsPerToken) / 1e9,
         fraction_of_peak_matmul: (prefillTokensPerS * prefillFlopsPerToken) / 1e9 / peakGflops,
+        roofline_tokens_per_s: (peakGflops * 1e9) / prefillFlopsPerToken,
       },
       decode_batch1: {
         tokens_per_s: decode1,
@@ -181,6 +235,7 @@ export async function runBench(o: BenchOptions) {
         inter_token_latency_ms_p50: percentile(one.itlMs, 50),
         inter_token_latency_ms_p99: percentile(one.itlMs, 99),
         weight_bytes_per_s_fraction_of_bandwidth: (decode1 * weightBytes) / 1e9 / bandwidthGBs,
+        roofline_tokens_per_s: (bandwidthGBs * 1e9) / weightBytes,
       },
       decode_concurrent: {
         sequences: o.concurrency,
@@ -199,9 +254,10 @@ export async function runBench(o: BenchOptions) {
         kv_bytes_per_sequence_at_max_context: kv.kvBytesPerToken * cfg.max_seq_len,
         kv_bytes_allocated: kv.kvBytes,
         kv_budget_bytes: kvBudget,
-        rss_over_2x_weights_plus_kv_budget: peakRssBytes / (2 * weightBytes + kvBudget),
+        rss_over_2x_weights_plus_kv_budget: peakRssBytes / (2 * params * 4 + kvBudget),
       },
     };
+    return { manifest: engine.manifest, figures };
   } finally {
     await engine.close();
   }
