@@ -1,17 +1,26 @@
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import {
   type BenchOptions,
   PRECISIONS,
   type Precision,
+  precisionQuantization,
   runBench,
   syntheticModel,
 } from '../src/bench/serving.ts';
+import { resolveExport } from '../src/engine/model-dir.ts';
+import { MANIFEST_FILE } from '../src/export/export.ts';
 import { parseFlags, runMain } from '../src/util/cli.ts';
 import { fail } from '../src/util/errors.ts';
+import { benchPerplexity } from './bench/perplexity.ts';
+import { profileDecode } from './bench/profile.ts';
 import { benchServed } from './bench/served.ts';
 
 const USAGE =
   'npm run bench -- (--model DIR | --synthetic) [--json] [--threads N] [--prompt-tokens N] [--decode-tokens N] ' +
-  '[--concurrency N] [--precisions fp32,int8,int4] [--no-served] [--cache-dir DIR]';
+  '[--concurrency N] [--precisions fp32,int8,int4] [--no-served] [--cache-dir DIR]\n' +
+  '       npm run bench -- --model CHECKPOINT --perplexity [--windows N] [--precisions …] [--json]\n' +
+  '       npm run bench -- (--model DIR | --synthetic) --profile [--context N] [--steps N] [--precisions …] [--json]';
 
 runMain(async () => {
   const s = { type: 'string' } as const;
@@ -25,6 +34,11 @@ runMain(async () => {
     concurrency: s,
     precisions: s,
     'no-served': { type: 'boolean' },
+    perplexity: { type: 'boolean' },
+    profile: { type: 'boolean' },
+    context: s,
+    steps: s,
+    windows: s,
     'cache-dir': s,
   });
   if (flags.help) return void console.log(USAGE);
@@ -42,8 +56,67 @@ runMain(async () => {
   const cacheDir = flags['cache-dir'] ?? '.cache';
   if (!flags.model && !flags.synthetic)
     fail('TF_ERR_BAD_ARGS', `give --model DIR or --synthetic\nusage: ${USAGE}`);
+  if (flags.perplexity) {
+    if (!flags.model) fail('TF_ERR_BAD_ARGS', `--perplexity needs --model CHECKPOINT\nusage: ${USAGE}`);
+    const r = await benchPerplexity({
+      checkpoint: flags.model,
+      cacheDir,
+      precisions,
+      windows: int('windows', flags.windows, 16),
+      windowTokens: 256,
+      ...(flags.threads ? { threads: int('threads', flags.threads, 2) } : {}),
+    });
+    if (flags.json) return void console.log(JSON.stringify(r));
+    const rows = Object.entries(r.precisions).map(
+      ([p, x]) =>
+        `[${p}] perplexity ${x.perplexity.toFixed(3)} over ${x.tokens} tokens` +
+        (x.vs_fp32 !== undefined && p !== 'fp32' ? ` (${(x.vs_fp32 * 100).toFixed(2)}% vs fp32)` : ''),
+    );
+    return void console.log(
+      [`${r.checkpoint}: ${r.windows} validation windows of ${r.window_tokens} tokens`, ...rows].join('\n'),
+    );
+  }
+  const model = flags.model ?? (await syntheticModel(cacheDir));
+  if (flags.profile) {
+    const isExport = existsSync(join(model, MANIFEST_FILE));
+    const runs = [];
+    for (const p of isExport ? [undefined] : precisions) {
+      const { exportDir } = await resolveExport(model, cacheDir, undefined, p && precisionQuantization(p));
+      runs.push({
+        precision: p ?? 'as exported',
+        ...(await profileDecode({
+          exportDir,
+          context: int('context', flags.context, 256),
+          steps: int('steps', flags.steps, 200),
+          outDir: join(cacheDir, 'profile', p ?? 'export'),
+          ...(flags.threads ? { threads: int('threads', flags.threads, 2) } : {}),
+        })),
+      });
+    }
+    if (flags.json) return void console.log(JSON.stringify(runs));
+    const f = (x: number, d = 1) => x.toFixed(d);
+    for (const r of runs) {
+      const ort = r.onnxruntime;
+      const t = r.per_token_us;
+      console.log(
+        [
+          `[${r.precision}] batch-1 decode step at context ${r.context}: runner step ${f(r.runner_step_ms_p50, 2)} ms, ` +
+            `run() ${f(ort.run_ms_p50, 2)} ms, kernels ${f(ort.kernel_us_per_step / 1000, 2)} ms in ${f(ort.nodes_per_step, 0)} nodes`,
+          ...ort.by_op.map(
+            (x) =>
+              `  ${x.op.padEnd(30)} ${f(x.nodes_per_step, 0).padStart(4)} nodes ${f(x.us_per_step, 0).padStart(7)} µs ` +
+              `${f((100 * x.us_per_step) / ort.kernel_us_per_step).padStart(5)}%`,
+          ),
+          `  per token outside onnxruntime: sampling greedy ${f(t.sample_greedy)} µs, top-p ${f(t.sample_top_p)} µs, ` +
+            `top-k ${f(t.sample_top_k)} µs; worker→main message ${f(t.worker_message_hop_p50)} µs; SSE chunk ${f(t.sse_chunk_json, 2)} µs`,
+          `  onnxruntime profile ${ort.profile_file}; optimized graph ${ort.optimized_model}`,
+        ].join('\n'),
+      );
+    }
+    return;
+  }
   const o: BenchOptions = {
-    model: flags.model ?? (await syntheticModel(cacheDir)),
+    model,
     cacheDir,
     promptTokens: int('prompt-tokens', flags['prompt-tokens'], 512),
     decodeTokens: int('decode-tokens', flags['decode-tokens'], 64),

@@ -553,6 +553,9 @@ export function kvTransferable(from: Engine, to: Engine): boolean {
   // Quantized keys/values differ from the float ones (and between precisions).
   if (JSON.stringify(a.quantization ?? null) !== JSON.stringify(b.quantization ?? null)) return false;
   if (a.source.weights_sha256 === b.source.weights_sha256) return true;
+  // Quantized: the new tokens' values must fall in blocks of their own, or old blocks rescale.
+  const q = a.quantization;
+  if (q && [a.model.qkv, a.model.proj, a.model.ffn].some((p) => p.tokens % q.block_size !== 0)) return false;
   const src = b.source;
   return (
     src.parent?.sha256 === a.source.weights_sha256 &&

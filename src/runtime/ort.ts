@@ -15,6 +15,12 @@ export interface SessionOptions {
   interOpThreads?: number;
   /** Called with the reason when `auto` falls back to CPU. */
   onFallback?: (reason: string) => void;
+  /** onnxruntime's graph optimizations (default `all`). */
+  graphOptimization?: 'disabled' | 'basic' | 'extended' | 'all';
+  /** Writes the graph as onnxruntime optimized it (to see which fusions it made). */
+  optimizedModelPath?: string;
+  /** Records onnxruntime's per-node profile; `endProfiling()` writes `<prefix>_<time>.json`. */
+  profilePrefix?: string;
 }
 
 export type Feed = Float32Array | Float64Array | BigInt64Array | Int32Array | Uint8Array;
@@ -40,7 +46,9 @@ export class OrtSession {
   static async create(model: string | Uint8Array, opts: SessionOptions = {}): Promise<OrtSession> {
     const device = opts.device ?? 'auto';
     const base: ort.InferenceSession.SessionOptions = {
-      graphOptimizationLevel: 'all',
+      graphOptimizationLevel: opts.graphOptimization ?? 'all',
+      ...(opts.optimizedModelPath ? { optimizedModelFilePath: opts.optimizedModelPath } : {}),
+      ...(opts.profilePrefix ? { enableProfiling: true, profileFilePrefix: opts.profilePrefix } : {}),
       ...(opts.intraOpThreads ? { intraOpNumThreads: opts.intraOpThreads } : {}),
       ...(opts.interOpThreads ? { interOpNumThreads: opts.interOpThreads } : {}),
     };
@@ -92,6 +100,11 @@ export class OrtSession {
       out[name] = { data: t.data as TensorOut['data'], dims: t.dims };
     }
     return out;
+  }
+
+  /** Ends profiling (sessions created with `profilePrefix`) and writes the profile file. */
+  endProfiling(): void {
+    this.session.endProfiling();
   }
 
   async release(): Promise<void> {

@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict';
 import test from 'node:test';
-import { OrtSession } from '../../src/engine/ort.ts';
 import { buildDecoderGraph } from '../../src/export/decoder.ts';
 import { buildFullSequenceGraph } from '../../src/export/full-sequence.ts';
 import { MS_DOMAIN } from '../../src/export/kernels.ts';
@@ -13,6 +12,7 @@ import {
 import { attr, GraphBuilder, tensor } from '../../src/graph/builder.ts';
 import { serializeModel } from '../../src/graph/serialize.ts';
 import { headDim } from '../../src/model/config.ts';
+import { OrtSession } from '../../src/runtime/ort.ts';
 import { maxAbsDiff, tinyConfig } from '../helpers.ts';
 import { f32Params } from './params.ts';
 
