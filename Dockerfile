@@ -17,14 +17,14 @@ ARG CUDA_IMAGE=nvidia/cuda:13.0.2-cudnn-runtime-ubuntu24.04
 FROM ${NODE_IMAGE} AS check
 WORKDIR /app
 COPY package.json package-lock.json .npmrc ./
-RUN npm ci --no-audit --no-fund
+RUN ONNXRUNTIME_NODE_INSTALL=skip npm ci --no-audit --no-fund
 COPY tsconfig.json ./
 COPY src ./src
 COPY scripts ./scripts
 RUN npx tsc --noEmit -p tsconfig.json
 
-# 2. Production dependencies with the CUDA provider. .npmrc skips onnxruntime-node's download (CI,
-# CPU installs); the flag overrides it, so its install script fetches
+# 2. Production dependencies with the CUDA provider. ONNXRUNTIME_NODE_INSTALL is not set here (CI and
+# CPU installs set it to skip), and the flag asks for the download: its install script fetches
 # libonnxruntime_providers_{shared,cuda,tensorrt}.so (NuGet Microsoft.ML.OnnxRuntime.Gpu.Linux, its
 # manifest named "cuda12", the only one it knows) into its bin/ folder. Needs api.nuget.org.
 FROM ${NODE_IMAGE} AS deps

@@ -3,7 +3,8 @@ import { EMBEDDING, paramCount } from '../model/params.ts';
 import { measureOutputCopy, measurePeakMatmul } from '../runtime/roofline.ts';
 import { trainBatch } from '../train/batches.ts';
 import { trainFlopsPerToken } from '../train/flops.ts';
-import { type NewModelOptions, newModelConfig } from '../train/run.ts';
+import type { NewModelOptions } from '../train/run.ts';
+import { newModelConfig } from '../train/setup.ts';
 import { freshState, Trainer } from '../train/trainer.ts';
 import { OFFICIAL_OPTIMIZER } from '../train/training-step.ts';
 

@@ -5,7 +5,8 @@ import { readCheckpointMeta, TOKENIZER_FILE } from '../model/checkpoint.ts';
 import type { TokenFormerConfig } from '../model/config.ts';
 import type { FlagSpec, FlagValues } from '../util/cli.ts';
 import { fail, TokenFormerError } from '../util/errors.ts';
-import { newModelConfig, type SavedSettings, type TrainOptions } from './run.ts';
+import type { SavedSettings, TrainOptions } from './run.ts';
+import { newModelConfig } from './setup.ts';
 import { TRAINER_STATE_FILE } from './trainer.ts';
 import { OFFICIAL_OPTIMIZER } from './training-step.ts';
 

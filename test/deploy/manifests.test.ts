@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join, posix, relative, resolve } from 'node:path';
 import { describe, test } from 'node:test';
@@ -245,6 +246,19 @@ describe('Dockerfiles', () => {
         if (c.from) assert.ok(stageNames.has(c.from), `COPY --from=${c.from} names a stage`);
     });
 
+    test(`${variant}: every npm ci skips onnxruntime-node's CUDA download, except the GPU image's deps`, () => {
+      for (const stage of stages) {
+        for (const run of instructionsOf(stage, 'RUN').filter((r) => r.args.includes('npm ci'))) {
+          if (variant === 'gpu' && stage.name === 'deps') continue;
+          const skips =
+            envOf(stage).get('ONNXRUNTIME_NODE_INSTALL') === 'skip' ||
+            run.args.includes('ONNXRUNTIME_NODE_INSTALL=skip npm ci');
+          // .npmrc holds no key for it (npm 11 warns about unknown keys on every run).
+          assert.ok(skips, `stage ${stage.name}: ${run.args}`);
+        }
+      }
+    });
+
     test(`${variant}: the typecheck gate runs and the runtime takes its sources from it`, () => {
       const check = stages.find((s) => instructionsOf(s, 'RUN').some((r) => r.args.includes('tsc --noEmit')));
       assert.ok(check?.name, 'a named stage runs tsc --noEmit');
@@ -265,7 +279,6 @@ describe('Dockerfiles', () => {
     const install = instructionsOf(deps, 'RUN').find((r) => r.args.includes('npm ci'));
     assert.ok(install, 'the deps stage runs npm ci');
     assert.ok(install.args.includes('--omit=dev'));
-    // The flag overrides .npmrc's onnxruntime-node-install=skip.
     assert.ok(install.args.includes('--onnxruntime-node-install'));
     assert.ok(install.args.includes('libonnxruntime_providers_cuda.so'), 'the download is verified');
     assert.ok(
@@ -278,6 +291,12 @@ describe('Dockerfiles', () => {
     const deps = dockerfiles.cpu.find((s) => s.name === 'deps');
     assert.ok(deps);
     assert.equal(envOf(deps).get('ONNXRUNTIME_NODE_INSTALL'), 'skip');
+  });
+
+  test('npm runs without warnings about the project configuration', () => {
+    const r = spawnSync('npm', ['pkg', 'get', 'name'], { cwd: ROOT, encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    assert.doesNotMatch(r.stderr, /warn/i);
   });
 
   test('.dockerignore follows Docker’s rules: allow-list, last match wins, parents match', () => {
