@@ -38,7 +38,7 @@ export const FULL_GRAPH_FILE = 'model.onnx';
 export const DECODER_GRAPH_FILE = 'decoder.onnx';
 /** What an export may replace: only another export (never a checkpoint or a folder of the user's). */
 export const EXPORT_MARKER: OutputMarker = {
-  what: 'export directory',
+  what: 'an export directory',
   file: MANIFEST_FILE,
   format: EXPORT_FORMAT,
 };

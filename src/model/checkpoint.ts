@@ -18,7 +18,7 @@ export const TOKENIZER_FILE = 'tokenizer.json';
 export const CHECKPOINT_FORMAT = 'tokenformer-checkpoint';
 /** What replaceDirAtomic may replace when it saves a checkpoint (a training run is one too). */
 export const CHECKPOINT_MARKER: OutputMarker = {
-  what: 'checkpoint',
+  what: 'a checkpoint',
   file: CONFIG_FILE,
   format: CHECKPOINT_FORMAT,
 };

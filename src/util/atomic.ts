@@ -136,7 +136,7 @@ export function recoverReplacedDir(finalDir: string): void {
  * `format` (a checkpoint's config.json, an export's manifest.json).
  */
 export interface OutputMarker {
-  /** What the output is called in messages: "checkpoint", "export directory". */
+  /** What the output is called in messages, with its article: "a checkpoint", "an export directory". */
   what: string;
   file: string;
   format: string;
@@ -167,7 +167,7 @@ export function checkReplaceable(dir: string, kinds: readonly OutputMarker[]): v
   const names = kinds.map((k) => `${k.what} (${k.file} with "format": "${k.format}")`).join(' or ');
   fail(
     'TF_ERR_FOREIGN_OUTPUT',
-    `${target} is a non-empty folder that is not a ${names}; refusing to replace it ` +
+    `${target} is a non-empty folder that is not ${names}; refusing to replace it ` +
       '(choose another output folder, or empty this one)',
   );
 }

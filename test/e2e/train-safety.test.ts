@@ -70,7 +70,7 @@ test('train and export refuse a non-empty folder that is not their output, and l
 
   const exp = npmRun('export', ['--checkpoint', run, '--out', p]);
   assert.equal(exp.status, 1, exp.stderr);
-  assert.match(exp.stderr, /precious is a non-empty folder that is not a export directory \(manifest.json/);
+  assert.match(exp.stderr, /precious is a non-empty folder that is not an export directory \(manifest.json/);
   assert.deepEqual(readdirSync(p), ['notes.txt']);
   // Nor may an export replace a checkpoint; an export over an export is fine.
   const overCheckpoint = npmRun('export', ['--checkpoint', run, '--out', run]);

@@ -103,7 +103,7 @@ describe('writeJsonAtomic', () => {
 });
 
 /** A marker as our commands define them: a JSON file whose `format` field names the output. */
-const OURS: OutputMarker = { what: 'test output', file: 'marker.json', format: 'test-output' };
+const OURS: OutputMarker = { what: 'a test output', file: 'marker.json', format: 'test-output' };
 const markOurs = (dir: string) => writeFileSync(join(dir, 'marker.json'), '{"format": "test-output"}');
 
 describe('replaceDirAtomic', () => {
