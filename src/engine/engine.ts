@@ -10,6 +10,7 @@ import type { KvSnapshot } from './kv-cache.ts';
 import type {
   EngineStats,
   FromWorker,
+  GeneratedToken,
   MovedSequence,
   SequenceUpdate,
   ToWorker,
@@ -70,6 +71,10 @@ export class Engine extends EventEmitter {
   private readonly streams = new Map<number, Stream>();
   private readonly detaching = new Map<number, (snap: KvSnapshot | null) => void>();
   private readonly active = new Set<number>();
+  private readonly scoring = new Map<
+    number,
+    { resolve(t: GeneratedToken[]): void; reject(e: Error): void }
+  >();
   private nextId = 1;
   private latest: EngineStats = { running: 0, waiting: 0, kvUsage: 0, kvBytes: 0, kvBytesPerToken: 0 };
   private dead: Error | undefined;
@@ -154,6 +159,8 @@ export class Engine extends EventEmitter {
     this.streams.clear();
     for (const done of this.detaching.values()) done(null);
     this.detaching.clear();
+    for (const p of this.scoring.values()) p.reject(new TokenFormerError('TF_ERR_RUNTIME', err.message));
+    this.scoring.clear();
   }
 
   private onMessage(m: FromWorker): void {
@@ -175,6 +182,14 @@ export class Engine extends EventEmitter {
         this.streams.delete(m.id);
         this.detaching.get(m.id)?.(m.snapshot);
         this.detaching.delete(m.id);
+        break;
+      case 'scored':
+        this.scoring.get(m.id)?.resolve(m.tokens);
+        this.scoring.delete(m.id);
+        break;
+      case 'score-failed':
+        this.scoring.get(m.id)?.reject(new TokenFormerError(m.code as ErrorCode, m.message));
+        this.scoring.delete(m.id);
         break;
       case 'fatal':
         this.die(new Error(m.message));
@@ -200,6 +215,20 @@ export class Engine extends EventEmitter {
       eosTokenId: this.eosTokenId,
       params,
       promptTokens: prompt.length,
+    });
+  }
+
+  /**
+   * Scores a prompt in one full-sequence pass: for each token after the first, its logprob given
+   * the tokens before it, its rank and the `top` likeliest alternatives (see Scorer).
+   */
+  score(prompt: readonly number[], top: number): Promise<GeneratedToken[]> {
+    if (this.dead)
+      throw new TokenFormerError('TF_ERR_RUNTIME', `the model worker is not running: ${this.dead.message}`);
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      this.scoring.set(id, { resolve, reject });
+      this.post({ type: 'score', id, prompt: [...prompt], top });
     });
   }
 

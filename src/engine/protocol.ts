@@ -33,6 +33,8 @@ export type ToWorker =
   /** `moved`: the stream of another model moving here (see Scheduler.add). */
   | { type: 'add'; id: number; prompt: number[]; params: SamplingParams; moved?: MovedSequence }
   | { type: 'cancel'; id: number }
+  /** Prompt scoring: logprobs of every prompt token after the first, `top` alternatives each. */
+  | { type: 'score'; id: number; prompt: number[]; top: number }
   /** Ends a sequence at the next token boundary, handing over its KV cache when `withKv`. */
   | { type: 'detach'; id: number; withKv: boolean }
   | { type: 'shutdown' }
@@ -69,4 +71,6 @@ export type FromWorker =
   | { type: 'step'; updates: SequenceUpdate[]; stats: EngineStats }
   | { type: 'rejected'; id: number; code: string; message: string }
   | { type: 'detached'; id: number; snapshot: KvSnapshot | null }
+  | { type: 'scored'; id: number; tokens: GeneratedToken[] }
+  | { type: 'score-failed'; id: number; code: string; message: string }
   | { type: 'fatal'; message: string };

@@ -3,6 +3,7 @@ import { TokenFormerError } from '../util/errors.ts';
 import type { FromWorker, SequenceUpdate, ToWorker, WorkerConfig } from './protocol.ts';
 import { ModelRunner } from './runner.ts';
 import { Scheduler } from './scheduler.ts';
+import { Scorer } from './scorer.ts';
 
 /**
  * The model worker: one loaded model, its onnxruntime session and KV cache, and the scheduler.
@@ -39,6 +40,24 @@ async function main(): Promise<void> {
         kvBytesPerToken: kv.bytesPerToken,
       },
     });
+  };
+  // Opened on the first scoring request (a second session over the full-sequence graph).
+  let scorer: Promise<Scorer> | undefined;
+  const score = async (m: Extract<ToWorker, { type: 'score' }>) => {
+    try {
+      scorer ??= Scorer.create(cfg.exportDir, {
+        device: runner.device,
+        ...(cfg.threads ? { threads: cfg.threads } : {}),
+      }).catch((err: unknown) => {
+        scorer = undefined; // the next request tries again
+        throw err;
+      });
+      const tokens = await (await scorer).score(m.prompt, m.top);
+      send({ type: 'scored', id: m.id, tokens });
+    } catch (err) {
+      const e = err instanceof TokenFormerError ? err : new TokenFormerError('TF_ERR_RUNTIME', String(err));
+      send({ type: 'score-failed', id: m.id, code: e.code, message: e.message });
+    }
   };
   let looping = false;
   let closing = false;
@@ -87,6 +106,9 @@ async function main(): Promise<void> {
         });
         void loop();
         break;
+      case 'score':
+        void score(m);
+        break;
       case 'cancel':
         scheduler.cancel(m.id);
         sendStep([]); // the freed slot shows in the stats at once
@@ -98,7 +120,13 @@ async function main(): Promise<void> {
         break;
       case 'shutdown':
         closing = true;
-        void runner.close().then(() => process.exit(0));
+        void Promise.all([
+          runner.close(),
+          scorer?.then(
+            (s) => s.close(),
+            () => {},
+          ),
+        ]).then(() => process.exit(0));
         break;
     }
   });

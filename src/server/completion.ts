@@ -32,6 +32,10 @@ export interface CompletionRequest {
   n: number;
   params: SamplingParams;
   echo: boolean;
+  /** Echo with logprobs: the prompt tokens' logprobs come first (one full-sequence pass). */
+  scorePrompt: boolean;
+  /** False for max_tokens 0: the prompt is only echoed (and scored), nothing is generated. */
+  generate: boolean;
   stream: boolean;
   includeUsage: boolean;
 }
@@ -49,16 +53,28 @@ function isTokenIds(v: unknown): v is number[] {
   return Array.isArray(v) && v.length > 0 && v.every((x) => typeof x === 'number');
 }
 
-function promptInputs(engine: ServingEngine, prompt: CompletionBody['prompt']): PromptInput[] {
+/** Why a prompt must be shorter than the context: room for a generated token, unless scoring only. */
+function contextRule(context: number, generate: boolean): string {
+  return generate
+    ? `the model's context is ${context} tokens, which must hold the prompt and at least one generated token (prompts are not truncated)`
+    : `the model's context is ${context} tokens (prompts are not truncated)`;
+}
+
+function promptInputs(
+  engine: ServingEngine,
+  prompt: CompletionBody['prompt'],
+  generate: boolean,
+): PromptInput[] {
   const tok = engine.tokenizer;
   const context = engine.manifest.model.max_seq_len;
+  const limit = generate ? context - 1 : context;
   const fromText = (text: string): PromptInput => {
     // Refused before tokenizing: a megabyte prompt would hold the event loop for seconds.
     const atLeast = tok.minTokens(text);
-    if (atLeast >= context)
+    if (atLeast > limit)
       throw new ApiError(
         'TF_ERR_CONTEXT_LENGTH',
-        `a prompt has at least ${atLeast} tokens (${Buffer.byteLength(text)} bytes); the model's context is ${context} tokens, which must hold the prompt and at least one generated token (prompts are not truncated)`,
+        `a prompt has at least ${atLeast} tokens (${Buffer.byteLength(text)} bytes); ${contextRule(context, generate)}`,
       );
     const ids = tok.encode(text);
     if (ids.length > 0) return { ids, text };
@@ -100,12 +116,16 @@ export function parseCompletionRequest(
   if (body.best_of != null && body.best_of !== n)
     bad('best_of is not supported (leave it unset or equal to n)');
 
-  const params = parseSamplingFields(body, engine.tokenizer, { logprobs: body.logprobs });
   const echo = body.echo ?? false;
-  if (echo && params.logprobs !== undefined)
-    bad('echo with logprobs is not supported: the server does not score prompt tokens');
+  // max_tokens 0 (OpenAI's legacy scoring form): echo the prompt, generate nothing.
+  const generate = body.max_tokens !== 0;
+  if (!generate && !echo)
+    bad('max_tokens 0 generates nothing; it is only allowed with echo (prompt scoring)');
+  const params = parseSamplingFields(generate ? body : { ...body, max_tokens: 1 }, engine.tokenizer, {
+    logprobs: body.logprobs,
+  });
 
-  const prompts = promptInputs(engine, body.prompt);
+  const prompts = promptInputs(engine, body.prompt, generate);
   if (prompts.length * n > ctx.maxChoices)
     bad(
       `${prompts.length} prompt(s) × n=${n} asks for ${prompts.length * n} choices; the limit is ${ctx.maxChoices}`,
@@ -118,11 +138,11 @@ export function parseCompletionRequest(
     );
   const context = engine.manifest.model.max_seq_len;
   for (const [i, p] of prompts.entries()) {
-    if (p.ids.length >= context) {
+    if (p.ids.length >= context + (generate ? 0 : 1)) {
       const which = prompts.length > 1 ? `prompt ${i}` : 'the prompt';
       throw new ApiError(
         'TF_ERR_CONTEXT_LENGTH',
-        `${which} has ${p.ids.length} tokens; the model's context is ${context} tokens, which must hold the prompt and at least one generated token (prompts are not truncated)`,
+        `${which} has ${p.ids.length} tokens; ${contextRule(context, generate)}`,
       );
     }
   }
@@ -131,6 +151,8 @@ export function parseCompletionRequest(
     n,
     params,
     echo,
+    scorePrompt: echo && params.logprobs !== undefined,
+    generate,
     stream: body.stream ?? false,
     includeUsage: body.stream_options?.include_usage ?? false,
   };

@@ -61,7 +61,10 @@ export interface SwapNotice {
 }
 
 /** What a completion needs from the serving model (an Engine, or the registry's view of it). */
-export type ServingEngine = Pick<Engine, 'generate' | 'tokenizer' | 'eosTokenId' | 'manifest' | 'capacity'>;
+export type ServingEngine = Pick<
+  Engine,
+  'generate' | 'score' | 'tokenizer' | 'eosTokenId' | 'manifest' | 'capacity'
+>;
 
 /** One completion in flight: its abort signal (client gone, timeout, shutdown) and its end. */
 export interface Job {
@@ -201,6 +204,7 @@ export class ServerContext {
     if (!registry) return engine;
     return {
       generate: (prompt, params, signal) => registry.generate(prompt, params, signal),
+      score: (prompt, top) => engine.score(prompt, top),
       tokenizer: engine.tokenizer,
       eosTokenId: engine.eosTokenId,
       manifest: engine.manifest,

@@ -4,7 +4,7 @@ import type { ModelRef } from '../engine/text-stream.ts';
 import type { CompletionRequest } from './completion.ts';
 import type { Job, ServingEngine } from './context.ts';
 import { ApiError } from './errors.ts';
-import { LogprobsBuilder } from './logprobs.ts';
+import { LogprobsBuilder, type ReportedToken, promptTokens as reportPrompt } from './logprobs.ts';
 import type { ServerMetrics } from './metrics.ts';
 import { type CompletionLogprobs, type Usage, usage } from './openai.ts';
 
@@ -27,6 +27,8 @@ export type CompletionEvent =
       text: string;
       tokens: number;
       logprobs: CompletionLogprobs | null;
+      /** The tokens behind `logprobs` (when logprobs were asked for), for other wire shapes. */
+      reported?: readonly ReportedToken[];
       model?: ModelRef;
     }
   | { type: 'finish'; index: number; finishReason: FinishReason; model?: ModelRef }
@@ -64,24 +66,49 @@ export async function* runCompletion(
   else job.signal.addEventListener('abort', abortAll, { once: true });
   let accepted = false;
   try {
-    for (const [k, c] of choices.entries())
-      iters.push(engine.generate(c.prompt.ids, c.params, perChoice[k]!.signal)[Symbol.asyncIterator]());
+    if (req.generate)
+      for (const [k, c] of choices.entries())
+        iters.push(engine.generate(c.prompt.ids, c.params, perChoice[k]!.signal)[Symbol.asyncIterator]());
     const next = (k: number): Promise<Step> =>
       iters[k]!.next().then(
         (r) => ({ k, r }),
         (err: unknown) => ({ k, err }),
       );
 
+    // Prompt scoring runs beside the generations' admission; either failing fails the request.
+    const top = req.params.logprobs ?? 0;
+    const scoring = Promise.all(req.scorePrompt ? req.prompts.map((p) => engine.score(p.ids, top)) : []).then(
+      (scored) => ({ scored }),
+      (err: unknown) => ({ err }),
+    );
     const firsts = await Promise.all(iters.map((_, k) => next(k)));
+    const scores = await scoring;
     for (const s of firsts) if ('err' in s) throw s.err;
+    if ('err' in scores) throw scores.err;
     if (job.signal.aborted) throw job.signal.reason;
     accepted = true;
     for (const c of choices) metrics.promptTokens.inc(c.prompt.ids.length);
 
     if (req.echo) {
-      for (const c of choices)
-        yield { type: 'text', index: c.index, text: c.prompt.text, tokens: 0, logprobs: null };
+      for (const c of choices) {
+        const scored = scores.scored[Math.floor(c.index / req.n)];
+        const reported = scored ? reportPrompt(c.prompt.ids, scored) : undefined;
+        const logprobs = reported ? new LogprobsBuilder(engine.tokenizer, 0).add(reported) : null;
+        yield {
+          type: 'text',
+          index: c.index,
+          text: c.prompt.text,
+          tokens: 0,
+          logprobs,
+          ...(reported ? { reported } : {}),
+        };
+      }
     }
+    if (!req.generate)
+      for (const [k, c] of choices.entries()) {
+        finished.add(k);
+        yield { type: 'finish', index: c.index, finishReason: 'length' };
+      }
     const logprobs = choices.map((c) =>
       req.params.logprobs === undefined
         ? null
@@ -113,7 +140,8 @@ export async function* runCompletion(
         lastToken[s.k] = now;
         metrics.generationTokens.inc(k);
       }
-      const lp = logprobs[s.k]?.add(e.tokens) ?? null;
+      const builder = logprobs[s.k];
+      const lp = builder?.add(e.tokens) ?? null;
       // Text held back (a partial character, a possible stop string) gives empty deltas; they
       // still carry token counts, which adapters skip sending when there is nothing to show.
       if (e.text || lp || k > 0)
@@ -123,6 +151,7 @@ export async function* runCompletion(
           text: e.text,
           tokens: k,
           logprobs: lp,
+          ...(builder ? { reported: e.tokens } : {}),
           ...(e.model ? { model: e.model } : {}),
         };
     }

@@ -20,6 +20,14 @@ export function tokenString(tokenizer: Tokenizer, id: number): string {
   }
 }
 
+/** A token to report: generated, or a prompt token (the first has no logprob: nothing precedes it). */
+export type ReportedToken = Omit<GeneratedToken, 'logprob'> & { logprob: number | null };
+
+/** A scored prompt as reported tokens: the first token with a null logprob, then the scored ones. */
+export function promptTokens(ids: readonly number[], scored: readonly GeneratedToken[]): ReportedToken[] {
+  return [{ token: ids[0]!, logprob: null }, ...scored];
+}
+
 /**
  * Builds OpenAI completions `logprobs` chunk by chunk for one choice. `text_offset` is the
  * character offset of each token in the choice's text (after the echoed prompt, if any), found
@@ -38,22 +46,27 @@ export class LogprobsBuilder {
     this.offset = startOffset;
   }
 
-  add(tokens: readonly GeneratedToken[]): CompletionLogprobs {
+  add(tokens: readonly ReportedToken[]): CompletionLogprobs {
     const out: CompletionLogprobs = { tokens: [], token_logprobs: [], top_logprobs: [], text_offset: [] };
     for (const t of tokens) {
       out.tokens.push(tokenString(this.tokenizer, t.token));
       out.token_logprobs.push(t.logprob);
       out.text_offset.push(this.offset);
+      this.offset += this.detok.push(t.token).length;
+      if (t.logprob === null) {
+        out.top_logprobs.push(null);
+        continue;
+      }
       // The chosen token is always listed, as vLLM does; then the top alternatives.
       const top = new Map<string, number>();
-      for (const alt of [{ token: t.token, logprob: t.logprob }, ...(t.top ?? [])]) {
+      const chosen = { token: t.token, logprob: t.logprob };
+      for (const alt of [chosen, ...(t.top ?? [])]) {
         const key = tokenString(this.tokenizer, alt.token);
         // Two ids can display alike (e.g. two partial bytes); keep the likelier one.
         if (!(top.get(key)! >= alt.logprob)) top.set(key, alt.logprob);
       }
       // fromEntries makes own properties, so a token spelled "__proto__" is still a plain key.
       out.top_logprobs.push(Object.fromEntries(top));
-      this.offset += this.detok.push(t.token).length;
     }
     return out;
   }

@@ -203,6 +203,18 @@ export function splitTokens(
   return { train: concat(train), val: concat(val) };
 }
 
+/** The corpus token stream: each document's tokens followed by end-of-text. */
+export function joinDocuments(docs: readonly (readonly number[])[], eosTokenId: number): Uint32Array {
+  const tokens = new Uint32Array(docs.reduce((n, d) => n + d.length + 1, 0));
+  let at = 0;
+  for (const d of docs) {
+    tokens.set(d, at);
+    tokens[at + d.length] = eosTokenId;
+    at += d.length + 1;
+  }
+  return tokens;
+}
+
 /** Tokenizes documents (cached by content + tokenizer) and splits them. */
 export function tokenizeCorpus(
   docs: readonly TextSource[],
@@ -222,23 +234,14 @@ export function tokenizeCorpus(
     const buf = readFileSync(cacheFile);
     tokens = new Uint32Array(buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.byteLength));
   } else {
-    const parts: Uint32Array[] = [];
-    let total = 0;
-    docs.forEach((d, i) => {
-      const ids = tokenizer.encode(d.text);
-      const arr = new Uint32Array(ids.length + 1);
-      arr.set(ids);
-      arr[ids.length] = tokenizer.eosTokenId!;
-      parts.push(arr);
-      total += arr.length;
-      opts.onProgress?.(i + 1, docs.length);
-    });
-    tokens = new Uint32Array(total);
-    let at = 0;
-    for (const p of parts) {
-      tokens.set(p, at);
-      at += p.length;
-    }
+    tokens = joinDocuments(
+      docs.map((d, i) => {
+        const ids = tokenizer.encode(d.text);
+        opts.onProgress?.(i + 1, docs.length);
+        return ids;
+      }),
+      tokenizer.eosTokenId,
+    );
     writeFileAtomic(cacheFile, new Uint8Array(tokens.buffer));
     writeJsonAtomic(`${cacheFile}.json`, {
       documents: docs.length,

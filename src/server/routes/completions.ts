@@ -41,6 +41,8 @@ export const completionsBodySchema = {
         { type: 'array', minItems: 1, items: tokenIds },
       ],
     },
+    // 0 scores the prompt without generating (with echo); the other routes need at least 1.
+    max_tokens: { type: ['integer', 'null'], minimum: 0 },
     logprobs: { type: ['integer', 'null'], minimum: 0 },
     echo: optional('boolean'),
     best_of: optional('integer'),

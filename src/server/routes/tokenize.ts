@@ -33,7 +33,13 @@ export const tokenizeRoute: FastifyPluginAsync<{ ctx: ServerContext }> = async (
       checkModel(request.body.model);
       const engine = ctx.requireEngine();
       const tokens = engine.tokenizer.encode(request.body.prompt);
-      return { tokens, count: tokens.length, max_model_len: engine.manifest.model.max_seq_len };
+      return {
+        tokens,
+        count: tokens.length,
+        max_model_len: engine.manifest.model.max_seq_len,
+        // Evaluation clients rebuild the trainer's token stream, which ends documents with it.
+        eos_token_id: engine.eosTokenId,
+      };
     },
   );
   app.post<{ Body: { model?: string | null; tokens: number[] } }>(

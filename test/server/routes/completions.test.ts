@@ -162,7 +162,8 @@ test('bad requests are refused with 400 and the OpenAI error shape, naming the p
     [{ prompt: 5 }, /body\/prompt must be a string, an array of strings, an array of token ids/],
     [{ prompt: ['a', [1, 2]] }, /body\/prompt must be/],
     [{ prompt: 'a', max_tokens: '3' }, /max_tokens must be integer/],
-    [{ prompt: 'a', max_tokens: 0 }, /max_tokens must be >= 1/],
+    [{ prompt: 'a', max_tokens: -1 }, /max_tokens must be >= 0/],
+    [{ prompt: 'a', max_tokens: 0 }, /max_tokens 0 generates nothing; it is only allowed with echo/],
     [{ prompt: 'a', temperature: 5 }, /temperature must be between 0 and 2, got 5/],
     [{ prompt: 'a', top_p: -0.5 }, /top_p must be between 0 and 1, got -0.5/],
     [
@@ -172,7 +173,6 @@ test('bad requests are refused with 400 and the OpenAI error shape, naming the p
     [{ prompt: 'a', logprobs: 50 }, /logprobs must be between 0 and 20/],
     [{ prompt: 'a', n: 0 }, /n must be >= 1/],
     [{ prompt: 'a', n: 17 }, /17 choices; the limit is 16/],
-    [{ prompt: 'a', echo: true, logprobs: 1 }, /echo with logprobs is not supported/],
     [{ prompt: [1, 2, 99999] }, /prompt token id 99999 is not in the vocabulary/],
     [{ prompt: 'a', suffix: 'b' }, /suffix is not supported/],
     [{ prompt: 'a', stream_options: { include_usage: 'yes' } }, /include_usage must be boolean/],
