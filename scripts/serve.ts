@@ -5,6 +5,7 @@ import { findModelDir } from '../src/engine/model-dir.ts';
 import { ModelRegistry, type SwapEvent } from '../src/engine/registry.ts';
 import { buildApp } from '../src/server/app.ts';
 import { parseApiKeys, parseCorsOrigins } from '../src/server/auth.ts';
+import { ChatTemplate } from '../src/server/chat-template.ts';
 import { SERVE_DEFAULTS as D } from '../src/server/defaults.ts';
 import { parseFlags, runMain } from '../src/util/cli.ts';
 import { fail } from '../src/util/errors.ts';
@@ -12,7 +13,8 @@ import { fail } from '../src/util/errors.ts';
 const USAGE =
   'npm run serve -- --model DIR [--port N] [--host H] [--device auto|cpu|cuda] [--models-dir DIR] ' +
   '[--threads N] [--max-sequences N] [--max-queue N] [--prefill-chunk N] [--timeout-ms N] ' +
-  '[--drain-timeout-ms N] [--memory-budget-mb N] [--watch MS] [--log-level LEVEL] [--api-key-file PATH] [--cors-origin ORIGIN[,ORIGIN]]';
+  '[--drain-timeout-ms N] [--memory-budget-mb N] [--watch MS] [--log-level LEVEL] [--api-key-file PATH] [--cors-origin ORIGIN[,ORIGIN]]' +
+  ' [--chat-template FILE]';
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms).unref());
 
@@ -42,6 +44,7 @@ runMain(async () => {
     'log-level': { type: 'string' },
     'api-key-file': { type: 'string' },
     'cors-origin': { type: 'string' },
+    'chat-template': { type: 'string' },
   });
   if (flags.help) return void console.log(USAGE);
   const env = process.env;
@@ -85,6 +88,8 @@ runMain(async () => {
   );
   let registry: ModelRegistry | undefined;
 
+  // Checked before listening: a template that does not parse is a startup error, not a 500 later.
+  const chatTemplate = flags['chat-template'] ? ChatTemplate.fromFile(flags['chat-template']) : undefined;
   // The server listens while the model loads (/health answers, /ready is 503 until it is ready).
   let loaded!: (e: Engine) => void;
   let failed!: (err: unknown) => void;
@@ -100,6 +105,7 @@ runMain(async () => {
     ...(env.TOKENFORMER_ADMIN_TOKEN ? { adminToken: env.TOKENFORMER_ADMIN_TOKEN } : {}),
     ...(apiKeys.length > 0 ? { apiKeys } : {}),
     ...(corsOrigins.length > 0 ? { corsOrigins } : {}),
+    ...(chatTemplate ? { chatTemplate } : {}),
   });
   const ctx = app.tokenformer;
 

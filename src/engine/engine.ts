@@ -5,6 +5,7 @@ import { MANIFEST_FILE, type Manifest, verifyExport } from '../export/export.ts'
 import { checkTokenizerFits } from '../tokenizer/fit.ts';
 import { Tokenizer } from '../tokenizer/tokenizer.ts';
 import { type ErrorCode, fail, TokenFormerError } from '../util/errors.ts';
+import { readJsonFile } from '../util/files.ts';
 import { startWorker } from '../util/worker.ts';
 import type { KvSnapshot } from './kv-cache.ts';
 import type {
@@ -87,6 +88,8 @@ export class Engine extends EventEmitter {
     readonly device: 'cpu' | 'cuda',
     readonly fallbackReason: string | undefined,
     readonly capacity: EngineCapacity,
+    /** The model's tokenizer_config.json (its chat template), when the export has one. */
+    readonly tokenizerConfig: Record<string, unknown> | null = null,
   ) {
     super();
     worker.on('message', (m: FromWorker) => this.onMessage(m));
@@ -111,6 +114,9 @@ export class Engine extends EventEmitter {
       MANIFEST_FILE,
       manifest.model.vocab_size,
     );
+    const tokenizerConfig = manifest.tokenizer_config
+      ? readTokenizerConfig(join(opts.exportDir, manifest.tokenizer_config.file))
+      : null;
     const { verified: _checked, ...workerOpts } = opts;
     const cfg: WorkerConfig = {
       ...workerOpts,
@@ -135,7 +141,15 @@ export class Engine extends EventEmitter {
       worker.off('message', onMessage!).off('error', onError!).off('exit', onExit!);
     });
     const capacity = { maxSequences: opts.maxSequences, maxQueue: opts.maxQueue };
-    return new Engine(worker, manifest, tokenizer, ready.device, ready.fallbackReason, capacity);
+    return new Engine(
+      worker,
+      manifest,
+      tokenizer,
+      ready.device,
+      ready.fallbackReason,
+      capacity,
+      tokenizerConfig,
+    );
   }
 
   get stats(): EngineStats {
@@ -366,6 +380,13 @@ export class Engine extends EventEmitter {
     this.post({ type: 'shutdown' });
     await new Promise<void>((r) => this.worker.once('exit', () => r()));
   }
+}
+
+function readTokenizerConfig(path: string): Record<string, unknown> {
+  const raw = readJsonFile(path, 'TF_ERR_BAD_CHECKPOINT');
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw))
+    fail('TF_ERR_BAD_CHECKPOINT', `${path}: expected a JSON object`);
+  return raw as Record<string, unknown>;
 }
 
 export type { GenerationEvent, TokenUpdate } from './text-stream.ts';

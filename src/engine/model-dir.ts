@@ -9,6 +9,7 @@ import {
   checkTokenizerChecksum,
   checkWeightsChecksum,
   readCheckpointMeta,
+  TOKENIZER_CONFIG_FILE,
   WEIGHTS_FILE,
 } from '../model/checkpoint.ts';
 import { fail, TokenFormerError } from '../util/errors.ts';
@@ -17,9 +18,9 @@ import { fileSha256Async } from '../util/files.ts';
 /**
  * Part of the cache key: bumped when exports gain something older cached ones lack (v2: the
  * checkpoint's provenance and lineage in the manifest, which lossless hot swaps read; v3: fused
- * serving kernels in decoder.onnx).
+ * serving kernels in decoder.onnx; v4: the tokenizer_config.json, whose contents are part of the key).
  */
-const EXPORT_CACHE_VERSION = 'export-cache-v3';
+const EXPORT_CACHE_VERSION = 'export-cache-v4';
 
 /** `--model` is a directory, or a name under the models root (`--model default` → models/default). */
 export function findModelDir(model: string, modelsDir: string): string {
@@ -72,6 +73,9 @@ export async function resolveExport(
     .update(readFileSync(join(dir, CONFIG_FILE)))
     .update(weights)
     .update(quantize ? JSON.stringify(quantize) : '')
+    .update(
+      existsSync(join(dir, TOKENIZER_CONFIG_FILE)) ? readFileSync(join(dir, TOKENIZER_CONFIG_FILE)) : '',
+    )
     .digest('hex')
     .slice(0, 24);
   const out = resolve(cacheRoot, 'exports', key);

@@ -8,6 +8,7 @@ import {
   type Lineage,
   loadCheckpoint,
   type Provenance,
+  TOKENIZER_CONFIG_FILE,
   TOKENIZER_FILE,
   weightsChecksum,
 } from '../model/checkpoint.ts';
@@ -29,7 +30,7 @@ import type { QuantBits, Quantization } from './quantize.ts';
 
 /**
  * An export directory: manifest.json, model.onnx and decoder.onnx (each + `.data` when large),
- * tokenizer.json.
+ * tokenizer.json and, when the checkpoint has one, tokenizer_config.json.
  */
 
 export const MANIFEST_FILE = 'manifest.json';
@@ -76,6 +77,8 @@ export interface Manifest {
   model: TokenFormerConfig;
   parameters: number;
   tokenizer: { file: string; eos_token_id: number | null; sha256: string; bytes?: number } | null;
+  /** Hugging Face tokenizer settings (the chat template), when the checkpoint has them. */
+  tokenizer_config?: { file: string; sha256: string; bytes: number } | null;
   /** The checkpoint exported; `provenance` and `parent` (lineage) are copied from its config. */
   source: {
     checkpoint: string;
@@ -189,6 +192,8 @@ export async function exportModel(
     const tokSrc = join(ckpt.dir, TOKENIZER_FILE);
     const hasTok = ckpt.meta.tokenizer !== null && existsSync(tokSrc);
     if (hasTok) copyFileSync(tokSrc, join(tmp, TOKENIZER_FILE));
+    const hasTokConfig = hasTok && existsSync(join(ckpt.dir, TOKENIZER_CONFIG_FILE));
+    if (hasTokConfig) copyFileSync(join(ckpt.dir, TOKENIZER_CONFIG_FILE), join(tmp, TOKENIZER_CONFIG_FILE));
     manifest = {
       format: EXPORT_FORMAT,
       format_version: 1,
@@ -200,6 +205,13 @@ export async function exportModel(
             eos_token_id: ckpt.meta.tokenizer?.eos_token_id ?? null,
             sha256: fileSha256(join(tmp, TOKENIZER_FILE)),
             bytes: statSync(join(tmp, TOKENIZER_FILE)).size,
+          }
+        : null,
+      tokenizer_config: hasTokConfig
+        ? {
+            file: TOKENIZER_CONFIG_FILE,
+            sha256: fileSha256(join(tmp, TOKENIZER_CONFIG_FILE)),
+            bytes: statSync(join(tmp, TOKENIZER_CONFIG_FILE)).size,
           }
         : null,
       source: {
@@ -274,12 +286,13 @@ function listedFiles(m: Manifest): ListedFile[] {
   }
   if (m.tokenizer)
     files.push({ file: m.tokenizer.file, bytes: m.tokenizer.bytes, sha256: m.tokenizer.sha256 });
+  if (m.tokenizer_config) files.push({ ...m.tokenizer_config });
   return files;
 }
 
 /**
  * Reads the manifest and checks every file it lists — graphs, their external data, the tokenizer
- * — exists with the recorded size and SHA-256, so a truncated, corrupted or mismatched model is
+ * and its config — exists with the recorded size and SHA-256, so a truncated, corrupted or mismatched model is
  * refused with the reason before onnxruntime sees it. Hashing streams, so the event loop keeps
  * serving while a swap verifies a large model. Errors name the model directory (not its full
  * path), the file and the problem.

@@ -1,5 +1,5 @@
 import { copyFileSync, existsSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { SafeTensorsFile, writeSafeTensors } from '../formats/safetensors.ts';
 import { type OutputMarker, replaceDirAtomic, writeFileAtomic, writeJsonAtomic } from '../util/atomic.ts';
 import { fail } from '../util/errors.ts';
@@ -15,6 +15,8 @@ import { type ParamSpec, paramSpecs } from './params.ts';
 export const CONFIG_FILE = 'config.json';
 export const WEIGHTS_FILE = 'model.safetensors';
 export const TOKENIZER_FILE = 'tokenizer.json';
+/** Hugging Face's tokenizer settings beside tokenizer.json; carried for its `chat_template`. */
+export const TOKENIZER_CONFIG_FILE = 'tokenizer_config.json';
 export const CHECKPOINT_FORMAT = 'tokenformer-checkpoint';
 /** What replaceDirAtomic may replace when it saves a checkpoint (a training run is one too). */
 export const CHECKPOINT_MARKER: OutputMarker = {
@@ -227,8 +229,13 @@ export async function saveCheckpoint(
       { format: 'pt' },
     );
     const tokPath = join(tmp, TOKENIZER_FILE);
-    if (opts.tokenizerFrom) copyFileSync(opts.tokenizerFrom, tokPath);
-    else if (opts.tokenizerText !== undefined) writeFileAtomic(tokPath, opts.tokenizerText);
+    if (opts.tokenizerFrom) {
+      copyFileSync(opts.tokenizerFrom, tokPath);
+      // A model directory's tokenizer_config.json (chat template) travels with its tokenizer.
+      const config = join(dirname(opts.tokenizerFrom), TOKENIZER_CONFIG_FILE);
+      if (basename(opts.tokenizerFrom) === TOKENIZER_FILE && existsSync(config))
+        copyFileSync(config, join(tmp, TOKENIZER_CONFIG_FILE));
+    } else if (opts.tokenizerText !== undefined) writeFileAtomic(tokPath, opts.tokenizerText);
     opts.extra?.(tmp);
     const tokenizer =
       meta.tokenizer && existsSync(tokPath)

@@ -7,12 +7,15 @@ import Fastify, { type FastifyInstance, type FastifyReply, type FastifyServerOpt
 import type { Engine } from '../engine/engine.ts';
 import { fail } from '../util/errors.ts';
 import { bearerToken, matchesAny, selectWsProtocol, wsProtocolKey } from './auth.ts';
+import { ChatTemplates } from './chat.ts';
+import type { ChatTemplate } from './chat-template.ts';
 import { DEFAULT_LIMITS, ServerContext, type ServerLimits } from './context.ts';
 import { SERVE_DEFAULTS } from './defaults.ts';
 import { API_ERRORS, ApiError, type ApiErrorCode, toApiError } from './errors.ts';
 import { ServerMetrics } from './metrics.ts';
 import { onResponseClose } from './response.ts';
 import { adminRoute } from './routes/admin.ts';
+import { chatRoute } from './routes/chat.ts';
 import { completionsRoute } from './routes/completions.ts';
 import { healthRoute } from './routes/health.ts';
 import { metricsRoute } from './routes/metrics.ts';
@@ -47,6 +50,8 @@ export interface AppOptions {
   apiKeys?: readonly string[];
   /** Origins allowed by CORS (`*` for any); no CORS headers at all unless given. */
   corsOrigins?: readonly string[];
+  /** Overrides every model's chat template (`--chat-template FILE`). */
+  chatTemplate?: ChatTemplate;
 }
 
 /** Probes and Prometheus scrape without credentials; the admin routes check their own token. */
@@ -104,6 +109,7 @@ export function buildApp(opts: AppOptions): FastifyInstance {
   });
   const metrics = new ServerMetrics();
   const ctx = new ServerContext(opts.engine, opts.modelName, opts.modelVersion, limits, metrics, app.log);
+  const templates = new ChatTemplates(opts.chatTemplate);
   app.decorate('tokenformer', ctx);
 
   app.setErrorHandler((err, request, reply) => {
@@ -180,7 +186,8 @@ export function buildApp(opts: AppOptions): FastifyInstance {
   });
   app.register(async (scope) => {
     scope.register(completionsRoute, { ctx });
-    scope.register(streamRoute, { ctx });
+    scope.register(chatRoute, { ctx, templates });
+    scope.register(streamRoute, { ctx, templates });
     scope.register(modelsRoute, { ctx });
     scope.register(tokenizeRoute, { ctx });
     scope.register(healthRoute, { ctx });

@@ -63,7 +63,7 @@ export interface SwapNotice {
 /** What a completion needs from the serving model (an Engine, or the registry's view of it). */
 export type ServingEngine = Pick<
   Engine,
-  'generate' | 'score' | 'tokenizer' | 'eosTokenId' | 'manifest' | 'capacity'
+  'generate' | 'score' | 'tokenizer' | 'tokenizerConfig' | 'eosTokenId' | 'manifest' | 'capacity'
 >;
 
 /** One completion in flight: its abort signal (client gone, timeout, shutdown) and its end. */
@@ -206,6 +206,7 @@ export class ServerContext {
       generate: (prompt, params, signal) => registry.generate(prompt, params, signal),
       score: (prompt, top) => engine.score(prompt, top),
       tokenizer: engine.tokenizer,
+      tokenizerConfig: engine.tokenizerConfig,
       eosTokenId: engine.eosTokenId,
       manifest: engine.manifest,
       capacity: engine.capacity,

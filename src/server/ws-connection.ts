@@ -1,6 +1,8 @@
 import type { FastifyBaseLogger } from 'fastify';
 import type { FinishReason } from '../engine/protocol.ts';
 import type { ModelRef } from '../engine/text-stream.ts';
+import { type ChatBody, type ChatTemplates, parseChatRequest } from './chat.ts';
+import { chatTokenLogprobs } from './chat-openai.ts';
 import { type CompletionBody, parseCompletionRequest } from './completion.ts';
 import type { Job, ServerContext } from './context.ts';
 import { ApiError, quoted, toApiError } from './errors.ts';
@@ -39,6 +41,8 @@ export class WsConnection {
     private readonly ctx: ServerContext,
     private readonly validate: Validate,
     private readonly log: FastifyBaseLogger,
+    /** `chat.create`: its schema and the chat templates (absent: chat is refused). */
+    private readonly chat?: { validate: Validate; templates: ChatTemplates },
   ) {
     this.rate = new TokenBucket(ctx.limits.wsMaxMessagesPerSecond);
     socket.on('message', (data, isBinary) => this.onMessage(data, isBinary));
@@ -121,13 +125,13 @@ export class WsConnection {
         : undefined;
     switch (m.type) {
       case 'completion.create':
+      case 'chat.create':
         if (id === undefined)
-          return bad(
-            `completion.create needs an "id" (a string of 1 to ${MAX_ID_LENGTH} characters or a number)`,
-          );
-        void this.create(id, m);
+          return bad(`${m.type} needs an "id" (a string of 1 to ${MAX_ID_LENGTH} characters or a number)`);
+        void this.create(id, m, m.type === 'chat.create' ? 'chat' : 'completion');
         return undefined;
-      case 'completion.cancel': {
+      case 'completion.cancel':
+      case 'chat.cancel': {
         const job = id === undefined ? undefined : this.active.get(id);
         if (!job)
           return {
@@ -142,13 +146,13 @@ export class WsConnection {
         return undefined;
       default:
         return bad(
-          `unknown message type ${quoted(m.type)}; expected completion.create or completion.cancel`,
+          `unknown message type ${quoted(m.type)}; expected completion.create, chat.create or a cancel`,
           id,
         );
     }
   }
 
-  private async create(id: string, msg: Record<string, unknown>): Promise<void> {
+  private async create(id: string, msg: Record<string, unknown>, kind: 'completion' | 'chat'): Promise<void> {
     if (this.active.has(id)) {
       this.sendError(
         id,
@@ -173,13 +177,16 @@ export class WsConnection {
     let completionTokens = 0;
     let promptTokens = 0;
     try {
-      const problem = this.validate(msg);
+      const chat = kind === 'chat' ? this.chat : undefined;
+      if (kind === 'chat' && !chat)
+        throw new ApiError('TF_ERR_BAD_ARGS', 'chat is not served on this socket');
+      const problem = (chat?.validate ?? this.validate)(msg);
       if (problem) throw new ApiError('TF_ERR_BAD_ARGS', problem);
       const engine = this.ctx.acceptGeneration();
-      const req = parseCompletionRequest(msg as unknown as CompletionBody, engine, {
-        modelName: this.ctx.modelName,
-        maxChoices: this.ctx.limits.maxChoices,
-      });
+      const parse = { modelName: this.ctx.modelName, maxChoices: this.ctx.limits.maxChoices };
+      const req = chat
+        ? parseChatRequest(msg as unknown as ChatBody, engine, parse, chat.templates)
+        : parseCompletionRequest(msg as unknown as CompletionBody, engine, parse);
       promptTokens = req.prompts.reduce((s, p) => s + p.ids.length, 0);
       finishes.push(...Array.from({ length: req.prompts.length * req.n }, () => null));
       job = this.ctx.startJob();
@@ -188,23 +195,34 @@ export class WsConnection {
         if (e.type === 'text') {
           completionTokens += e.tokens;
           if (e.text === '' && !e.logprobs) continue;
-          await this.send({
-            type: 'completion.delta',
-            id,
-            index: e.index,
-            text: e.text,
-            ...(e.logprobs ? { logprobs: e.logprobs } : {}),
-            ...producedBy(e.model),
-          });
+          await this.send(
+            chat
+              ? {
+                  type: 'chat.delta',
+                  id,
+                  index: e.index,
+                  content: e.text,
+                  ...(e.reported ? { logprobs: chatTokenLogprobs(engine.tokenizer, e.reported) } : {}),
+                  ...producedBy(e.model),
+                }
+              : {
+                  type: 'completion.delta',
+                  id,
+                  index: e.index,
+                  text: e.text,
+                  ...(e.logprobs ? { logprobs: e.logprobs } : {}),
+                  ...producedBy(e.model),
+                },
+          );
         } else if (e.type === 'finish') finishes[e.index] = e.finishReason;
-        else await this.send(this.done(id, e.usage, finishes));
+        else await this.send(this.done(kind, id, e.usage, finishes));
       }
     } catch (err) {
       const mapped = toApiError(err);
       status = mapped.status;
       if (mapped.code === 'TF_ERR_CANCELLED') {
         const partial = usage(promptTokens, completionTokens);
-        await this.send(this.done(id, partial, finishes, 'cancelled')).catch(() => {});
+        await this.send(this.done(kind, id, partial, finishes, 'cancelled')).catch(() => {});
       } else if (mapped.code !== 'TF_ERR_CLIENT_CLOSED') this.sendError(id, err);
     } finally {
       if (job) {
@@ -216,13 +234,14 @@ export class WsConnection {
   }
 
   private done(
+    kind: 'completion' | 'chat',
     id: string,
     u: ReturnType<typeof usage>,
     finishes: (FinishReason | null)[],
     override?: 'cancelled',
   ): object {
     return {
-      type: 'completion.done',
+      type: `${kind}.done`,
       id,
       usage: u,
       finish_reason: finishes[0] ?? override ?? null,

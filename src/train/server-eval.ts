@@ -71,7 +71,8 @@ async function post<T>(opts: ServerEvalOptions, path: string, body: object): Pro
 }
 
 export async function evaluateServer(opts: ServerEvalOptions): Promise<ServerEvalResult> {
-  const docs = readDocuments(opts.data.length ? expandPaths(opts.data) : defaultCorpusFiles());
+  // The trainer's reading: the same files (and the same ones skipped), as UTF-8.
+  const docs = readDocuments(opts.data.length ? expandPaths(opts.data).files : defaultCorpusFiles());
   if (docs.length === 0) fail('TF_ERR_BAD_ARGS', 'the corpus has no documents');
   let eos: number | null = null;
   let context = 0;

@@ -1,4 +1,5 @@
 import type { FastifyPluginAsync } from 'fastify';
+import { type ChatTemplates, chatBodySchema } from '../chat.ts';
 import type { ServerContext } from '../context.ts';
 import { ApiError } from '../errors.ts';
 import { formatSchemaErrors, type SchemaError } from '../schema-errors.ts';
@@ -6,8 +7,11 @@ import { type Validate, WsConnection } from '../ws-connection.ts';
 import type { WsSocket } from '../ws-send.ts';
 import { completionsBodySchema } from './completions.ts';
 
-/** GET /v1/stream: completions over a WebSocket (messages in ../PROTOCOL.md). */
-export const streamRoute: FastifyPluginAsync<{ ctx: ServerContext }> = async (app, { ctx }) => {
+/** GET /v1/stream: completions and chat completions over a WebSocket (messages in ../PROTOCOL.md). */
+export const streamRoute: FastifyPluginAsync<{ ctx: ServerContext; templates: ChatTemplates }> = async (
+  app,
+  { ctx, templates },
+) => {
   app.route({
     method: 'GET',
     url: '/v1/stream',
@@ -19,12 +23,13 @@ export const streamRoute: FastifyPluginAsync<{ ctx: ServerContext }> = async (ap
     },
     wsHandler: (socket, request) => {
       // The same schema (and compiler) as POST /v1/completions checks completion.create messages.
-      const check = request.compileValidationSchema(completionsBodySchema);
-      const validate: Validate = (msg) => {
-        if (check(msg)) return null;
-        return formatSchemaErrors((check.errors ?? []) as SchemaError[], 'message');
+      const validator = (schema: object): Validate => {
+        const check = request.compileValidationSchema(schema);
+        return (msg) =>
+          check(msg) ? null : formatSchemaErrors((check.errors ?? []) as SchemaError[], 'message');
       };
-      new WsConnection(socket as WsSocket, ctx, validate, request.log);
+      const chat = { validate: validator(chatBodySchema), templates };
+      new WsConnection(socket as WsSocket, ctx, validator(completionsBodySchema), request.log, chat);
     },
   });
 };
