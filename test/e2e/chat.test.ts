@@ -6,7 +6,14 @@ import { after, before, test } from 'node:test';
 import OpenAI from 'openai';
 import { ChatTemplate, type TokenizerConfig } from '../../src/server/chat-template.ts';
 import { servedModel } from '../engine/served-model.ts';
-import { openWs, readSse, ServerProcess } from '../server/processes.ts';
+import {
+  CHROMIUM_FLAGS,
+  chromiumEvaluate,
+  chromiumPath,
+  openWs,
+  readSse,
+  ServerProcess,
+} from '../server/processes.ts';
 
 /**
  * Chat completions against a real server process: a checkpoint with a tokenizer_config.json (the
@@ -207,4 +214,44 @@ test('--chat-template FILE overrides the model template', async () => {
   const rendered = MESSAGES.map((m) => `<${m.role}>${m.content}</s>`).join('') + '<assistant>';
   assert.equal(r.usage!.prompt_tokens, await promptTokens(other.url, rendered));
   await other.stop(10_000);
+});
+
+test('the playground chat tab streams a reply in headless Chromium', async () => {
+  chromiumPath(); // a clear failure when Chromium is missing
+  assert.ok(CHROMIUM_FLAGS.length > 0);
+  const url =
+    `${server.url}/?tab=chat&message=${encodeURIComponent('Hello there')}` +
+    `&system=${encodeURIComponent('Be brief.')}&max_tokens=6&temperature=0&autorun=1`;
+  const state = (await chromiumEvaluate(
+    join(dir, 'chromium-chat'),
+    url,
+    `({ state: document.body.dataset.state, tab: document.body.dataset.tab,
+        status: document.getElementById('status').textContent,
+        chatHidden: document.getElementById('chat-panel').hidden,
+        roles: [...document.querySelectorAll('#chat-log .msg')].map((m) => m.className),
+        reply: document.getElementById('reply')?.textContent ?? '' })`,
+    (v) => ['done', 'error'].includes((v as { state?: string } | undefined)?.state ?? ''),
+  )) as { state: string; tab: string; status: string; chatHidden: boolean; roles: string[]; reply: string };
+  assert.equal(state.state, 'done', state.status);
+  assert.equal(state.tab, 'chat');
+  assert.equal(state.chatHidden, false);
+  assert.deepEqual(state.roles, ['msg user', 'msg assistant']);
+  assert.match(state.status, /^done: \d+ tokens in [\d.]+ s, finish_reason (length|stop)$/);
+  // The same reply as the API gives for the same conversation.
+  const api = (await (
+    await fetch(`${server.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({
+        messages: [
+          { role: 'system', content: 'Be brief.' },
+          { role: 'user', content: 'Hello there' },
+        ],
+        max_tokens: 6,
+        temperature: 0,
+        top_p: 0.95,
+      }),
+    })
+  ).json()) as OpenAI.ChatCompletion;
+  assert.equal(state.reply, api.choices[0]!.message.content);
 });

@@ -22,4 +22,8 @@ test('GET / serves the self-contained playground page', async () => {
   assert.doesNotMatch(html, /\s(src|href)=/i);
   assert.doesNotMatch(html, /https?:\/\//);
   assert.ok(html.includes("fetch('/v1/completions'"));
+  // The chat tab beside the completion one.
+  for (const id of ['tab-completion', 'tab-chat', 'chat-panel', 'system', 'chat-input', 'send', 'chat-log'])
+    assert.ok(html.includes(`id="${id}"`), id);
+  assert.ok(html.includes("fetch('/v1/chat/completions'"));
 });
