@@ -1,5 +1,7 @@
 import { cpSync, existsSync, mkdirSync, readdirSync, statSync, truncateSync } from 'node:fs';
 import { join } from 'node:path';
+import { MANIFEST_FILE } from '../../src/export/export.ts';
+import { CONFIG_FILE, WEIGHTS_FILE } from '../../src/model/checkpoint.ts';
 import { fail } from '../../src/util/errors.ts';
 
 /** The model names the soak serves from its own models root. */
@@ -16,7 +18,7 @@ function modelDir(root: string, name: string): string {
   const dir = join(root, name);
   if (!existsSync(dir) || !statSync(dir).isDirectory())
     fail('TF_ERR_NOT_FOUND', `no model "${name}" under ${root}`);
-  if (!existsSync(join(dir, 'config.json')) && !existsSync(join(dir, 'manifest.json')))
+  if (!existsSync(join(dir, CONFIG_FILE)) && !existsSync(join(dir, MANIFEST_FILE)))
     fail('TF_ERR_NOT_FOUND', `${dir} is neither a checkpoint (config.json) nor an export (manifest.json)`);
   return dir;
 }
@@ -40,8 +42,8 @@ export function prepareModelsRoot(
     cpSync(modelDir(sourceRoot, name), join(root, name), { recursive: true, dereference: true });
   const corrupt = join(root, CORRUPT_NAME);
   cpSync(modelDir(sourceRoot, names.corruptFrom), corrupt, { recursive: true, dereference: true });
-  const weights = existsSync(join(corrupt, 'model.safetensors'))
-    ? ['model.safetensors']
+  const weights = existsSync(join(corrupt, WEIGHTS_FILE))
+    ? [WEIGHTS_FILE]
     : readdirSync(corrupt).filter((f) => f.endsWith('.onnx') || f.endsWith('.onnx.data'));
   if (weights.length === 0) fail('TF_ERR_NOT_FOUND', `${corrupt} has no weights file to corrupt`);
   for (const f of weights) truncateSync(join(corrupt, f), Math.floor(statSync(join(corrupt, f)).size / 2));

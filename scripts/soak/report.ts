@@ -1,5 +1,5 @@
+import type { Metrics } from '../harness/metrics.ts';
 import type { RssSample } from './rss.ts';
-import type { Metrics } from './server.ts';
 import { type Interval, type Summary, slopePerMinute, summarize } from './stats.ts';
 import type { OutcomeCounts, Tally } from './streams.ts';
 import type { ConcurrentCheck, SwapRecord } from './swapper.ts';

@@ -1,5 +1,4 @@
-import type { SoakServer } from './server.ts';
-import { sleep } from './server.ts';
+import { type ServerProcess, sleep } from '../harness/server.ts';
 
 /**
  * The server's resident memory over time: /proc/PID/status VmRSS (the process, worker threads
@@ -21,7 +20,7 @@ export class RssSampler {
   private busy = false;
 
   constructor(
-    private readonly server: SoakServer,
+    private readonly server: ServerProcess,
     private readonly t0: number,
   ) {}
 
@@ -54,7 +53,7 @@ export class RssSampler {
 }
 
 /** Resident memory of a server idle after one short request: the largest of three reads. */
-export async function idleRss(server: SoakServer): Promise<number | null> {
+export async function idleRss(server: ServerProcess): Promise<number | null> {
   await server.warm();
   await sleep(1_000);
   let best: number | null = null;

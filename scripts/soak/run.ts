@@ -2,11 +2,13 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import type { Metrics } from '../harness/metrics.ts';
+import { type ServerProcess, sleep } from '../harness/server.ts';
 import { runClients } from './clients.ts';
 import { CORRUPT_NAME, prepareModelsRoot } from './models.ts';
 import { buildReport, type LeakReading, type SoakReport } from './report.ts';
 import { idleRss, RssSampler } from './rss.ts';
-import { type Metrics, type ServerOptions, SoakServer, sleep } from './server.ts';
+import { type ServerOptions, startSoakServer } from './server.ts';
 import { Tally } from './streams.ts';
 import { planSwaps, runSwaps } from './swapper.ts';
 
@@ -78,7 +80,7 @@ function settled(m: Metrics): boolean {
 
 /** Polls /metrics until nothing is left open (or `settleS` passes), then reads the leak figures. */
 async function readLeaks(
-  server: SoakServer,
+  server: ServerProcess,
   settleS: number,
 ): Promise<{ leaks: LeakReading; metrics: Metrics }> {
   const start = performance.now();
@@ -97,7 +99,7 @@ async function readLeaks(
 export async function runSoak(o: SoakOptions, log: (m: string) => void): Promise<SoakReport> {
   const plan = planSwaps({ from: o.from, to: o.to, corrupt: CORRUPT_NAME }, { ...o, everyS: o.swapEveryS });
   const work = mkdtempSync(join(tmpdir(), 'tf-soak-'));
-  const servers: SoakServer[] = [];
+  const servers: ServerProcess[] = [];
   // A soak that exits or is interrupted takes its servers (and its temp directory) with it.
   const onExit = () => {
     for (const s of servers) if (s.alive) s.proc.kill('SIGKILL');
@@ -125,13 +127,13 @@ export async function runSoak(o: SoakOptions, log: (m: string) => void): Promise
     let idleTo: number | null = null;
     if (o.baseline) {
       log(`idle baseline: starting a server on ${models.to} alone`);
-      const b = await SoakServer.start(serverOpts(models.to));
+      const b = await startSoakServer(serverOpts(models.to));
       servers.push(b);
       idleTo = await idleRss(b);
-      await b.stop();
+      await b.stop(60_000);
     }
     log(`starting the server on ${models.from}`);
-    const server = await SoakServer.start(serverOpts(models.from));
+    const server = await startSoakServer(serverOpts(models.from));
     servers.push(server);
     const idleFrom = await idleRss(server);
     log(
@@ -184,7 +186,7 @@ export async function runSoak(o: SoakOptions, log: (m: string) => void): Promise
     rss.stop();
     const kernelPeak = server.peakRssBytes() ?? null;
     const loadavgEnd = loadavg();
-    const exitCode = await server.stop();
+    const exitCode = await server.stop(60_000);
     log(`server stopped (exit ${exitCode})`);
     return buildReport({
       config: { ...o },

@@ -1,3 +1,4 @@
+import { SseParser } from '../harness/sse.ts';
 import { Stream, type Tally } from './streams.ts';
 
 const message = (err: unknown) => (err instanceof Error ? err.message : String(err));
@@ -39,7 +40,7 @@ export async function sseOnce(url: string, tally: Tally, p: Plan, usage: boolean
   }
   const reader = res.body!.getReader();
   const decoder = new TextDecoder();
-  let buf = '';
+  const parser = new SseParser();
   let finish: string | undefined;
   let done = false;
   let failure: string | undefined;
@@ -49,38 +50,32 @@ export async function sseOnce(url: string, tally: Tally, p: Plan, usage: boolean
       if (eof) break;
       const at = performance.now();
       s.lastActivity = at;
-      buf += decoder.decode(value, { stream: true });
-      for (let cut = buf.indexOf('\n\n'); cut >= 0; cut = buf.indexOf('\n\n')) {
-        const event = buf.slice(0, cut);
-        buf = buf.slice(cut + 2);
-        for (const line of event.split('\n')) {
-          if (!line.startsWith('data: ')) continue;
-          const data = line.slice('data: '.length);
-          if (data === '[DONE]') {
-            done = true;
-            continue;
-          }
-          let chunk: {
-            error?: unknown;
-            model?: unknown;
-            system_fingerprint?: unknown;
-            choices?: { text?: string; finish_reason?: string | null }[];
-          };
-          try {
-            chunk = JSON.parse(data) as typeof chunk;
-          } catch {
-            failure ??= `an event that is not JSON: ${data.slice(0, 200)}`;
-            continue;
-          }
-          if (chunk.error !== undefined) {
-            failure ??= `error event after ${s.count} deltas: ${JSON.stringify(chunk.error).slice(0, 300)}`;
-            continue;
-          }
-          s.version(chunk.model, chunk.system_fingerprint);
-          for (const c of chunk.choices ?? []) {
-            if (c.text) s.delta(at);
-            if (c.finish_reason) finish = c.finish_reason;
-          }
+      for (const data of parser.push(decoder.decode(value, { stream: true }))) {
+        if (data === '') continue;
+        if (data === '[DONE]') {
+          done = true;
+          continue;
+        }
+        let chunk: {
+          error?: unknown;
+          model?: unknown;
+          system_fingerprint?: unknown;
+          choices?: { text?: string; finish_reason?: string | null }[];
+        };
+        try {
+          chunk = JSON.parse(data) as typeof chunk;
+        } catch {
+          failure ??= `an event that is not JSON: ${data.slice(0, 200)}`;
+          continue;
+        }
+        if (chunk.error !== undefined) {
+          failure ??= `error event after ${s.count} deltas: ${JSON.stringify(chunk.error).slice(0, 300)}`;
+          continue;
+        }
+        s.version(chunk.model, chunk.system_fingerprint);
+        for (const c of chunk.choices ?? []) {
+          if (c.text) s.delta(at);
+          if (c.finish_reason) finish = c.finish_reason;
         }
       }
       if (p.cancelAfter !== undefined && !done && finish === undefined && s.count >= p.cancelAfter) {

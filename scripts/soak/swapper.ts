@@ -1,6 +1,5 @@
 import { fail } from '../../src/util/errors.ts';
-import type { AdminAnswer, SoakServer } from './server.ts';
-import { sleep } from './server.ts';
+import { type AdminAnswer, type ServerProcess, sleep } from '../harness/server.ts';
 
 /**
  * The swaps of a soak: from → to → from … at a fixed period, the policy cycling migrate, migrate,
@@ -80,7 +79,7 @@ const side = (v: unknown) => {
 
 const num = (v: unknown) => (typeof v === 'number' ? v : null);
 
-async function active(server: SoakServer): Promise<string> {
+async function active(server: ServerProcess): Promise<string> {
   const r = await server.admin('/admin/models');
   return side((r.body as { active?: unknown }).active) ?? `(GET /admin/models answered ${r.status})`;
 }
@@ -115,7 +114,7 @@ function record(swap: PlannedSwap, sentAt: number, answer: AdminAnswer | Error):
 
 /** Runs the plan against the clock starting at `t0` (performance.now() ms); stops early when `stop()`. */
 export async function runSwaps(
-  server: SoakServer,
+  server: ServerProcess,
   plan: { atS: number; swap: PlannedSwap }[],
   t0: number,
   log: (m: string) => void,

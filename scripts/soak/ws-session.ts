@@ -1,6 +1,6 @@
+import { openSocket, WS_OPEN, type WsClient } from '../harness/ws.ts';
 import type { Plan } from './sse.ts';
 import { type Finish, Stream, type Tally } from './streams.ts';
-import { openSocket, WS_OPEN, type WsSocket } from './ws.ts';
 
 const message = (err: unknown) => (err instanceof Error ? err.message : String(err));
 
@@ -26,7 +26,7 @@ export class WsSession {
   private readonly closed: Promise<void>;
 
   private constructor(
-    private readonly ws: WsSocket,
+    private readonly ws: WsClient,
     private readonly tally: Tally,
     private readonly id: number,
   ) {

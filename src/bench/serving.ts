@@ -7,7 +7,7 @@ import { resolveExport } from '../engine/model-dir.ts';
 import { validateSamplingParams } from '../engine/sampling/params.ts';
 import { MANIFEST_FILE, type Manifest } from '../export/export.ts';
 import { DEFAULT_ACCURACY_LEVEL, DEFAULT_BLOCK_SIZE, type Quantization } from '../export/quantize.ts';
-import { type CheckpointMeta, saveCheckpoint } from '../model/checkpoint.ts';
+import { type CheckpointMeta, CONFIG_FILE, saveCheckpoint, TOKENIZER_FILE } from '../model/checkpoint.ts';
 import { defaultTau, validateModelConfig } from '../model/config.ts';
 import { initParams } from '../model/init.ts';
 import { paramCount } from '../model/params.ts';
@@ -32,10 +32,10 @@ export interface BenchOptions {
   precisions?: Precision[];
 }
 
-/** The ≈ 30M-parameter configuration of the inference-engine issue, with random weights. */
+/** A ≈ 30M-parameter configuration with random weights (official init). */
 export async function syntheticModel(cacheDir: string): Promise<string> {
   const dir = resolve(cacheDir, 'bench', 'synthetic-30m');
-  if (existsSync(join(dir, 'config.json'))) return dir;
+  if (existsSync(join(dir, CONFIG_FILE))) return dir;
   const cfg = validateModelConfig({
     vocab_size: 8192,
     hidden_size: 512,
@@ -62,7 +62,7 @@ export async function syntheticModel(cacheDir: string): Promise<string> {
     format: 'tokenformer-checkpoint',
     format_version: 1,
     model: cfg,
-    tokenizer: { file: 'tokenizer.json', eos_token_id: null },
+    tokenizer: { file: TOKENIZER_FILE, eos_token_id: null },
     provenance: {
       source: 'bench',
       detail: 'random weights (official init), 30M configuration',

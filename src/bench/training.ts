@@ -21,7 +21,7 @@ export interface TrainBenchOptions extends Omit<NewModelOptions, 'maxSeqLen' | '
   threads?: number;
 }
 
-/** The ≈ 4M-parameter configuration the training issue targets. */
+/** A ≈ 4M-parameter configuration: the size the training figures are quoted at. */
 export const BENCH_4M: TrainBenchOptions = {
   layers: 4,
   hidden: 256,

@@ -35,18 +35,8 @@ export function findModelDir(model: string, modelsDir: string): string {
  * checkpoint is exported once into the cache, keyed by its config and weights, and reused; a
  * cached export that fails verification (damaged on disk) is exported again. Hashing and
  * exporting never block the event loop (a hot swap resolves its model while streams run).
- */
-export async function resolveExportDir(
-  dir: string,
-  cacheRoot: string,
-  onProgress?: (message: string) => void,
-): Promise<string> {
-  return (await resolveExport(dir, cacheRoot, onProgress)).exportDir;
-}
-
-/**
- * The same, also returning the export's manifest when this call already checked its checksums
- * (a cached export), so the engine does not hash the same files again (`EngineOptions.verified`).
+ * `verified` is the export's manifest when this call already checked its checksums (a cached
+ * export), so the engine does not hash the same files again (`EngineOptions.verified`).
  */
 export async function resolveExport(
   dir: string,

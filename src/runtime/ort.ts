@@ -39,9 +39,6 @@ export class OrtSession {
   get inputNames(): readonly string[] {
     return this.session.inputNames;
   }
-  get outputNames(): readonly string[] {
-    return this.session.outputNames;
-  }
 
   static async create(model: string | Uint8Array, opts: SessionOptions = {}): Promise<OrtSession> {
     const device = opts.device ?? 'auto';
@@ -110,8 +107,4 @@ export class OrtSession {
   async release(): Promise<void> {
     await this.session.release();
   }
-}
-
-export function ortVersion(): string {
-  return ort.env.versions.node ?? 'unknown';
 }

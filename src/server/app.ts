@@ -125,7 +125,7 @@ export function buildApp(opts: AppOptions): FastifyInstance {
   // One place counts HTTP requests: when the response closes, finished (its status) or not (499).
   app.addHook('onRequest', async (request, reply) => {
     reply.header('x-request-id', request.id);
-    // WebSocket completions are counted one by one in routes/stream.ts.
+    // WebSocket completions are counted one by one in ws-connection.ts.
     if (request.headers.upgrade?.toLowerCase() === 'websocket') return;
     onResponseClose(reply.raw, (finished) => {
       const status = finished ? reply.raw.statusCode : 499;

@@ -150,7 +150,7 @@ export class ServerContext {
     registry.on('failed', () => {
       if (this.state === 'ready') this.state = 'failed';
     });
-    // One version string for a model, before and after swaps (name-step form).
+    // Name, version (weights checksum prefix and step) and gauges follow the serving model.
     this.follow(registry);
   }
 

@@ -29,11 +29,6 @@ export function sseJson(payload: unknown, event?: string): string {
   return sseText(JSON.stringify(payload), event);
 }
 
-/** A comment line: ignored by clients, keeps idle connections open through proxies. */
-export function sseComment(text = ''): string {
-  return `: ${oneLine(text)}\n\n`;
-}
-
 function oneLine(s: string): string {
   return s.replace(/[\r\n]+/g, ' ');
 }

@@ -1,13 +1,14 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { exportCheckpoint } from '../export/export.ts';
-import { loadCheckpoint, saveCheckpoint, TOKENIZER_FILE } from '../model/checkpoint.ts';
+import { CONFIG_FILE, loadCheckpoint, saveCheckpoint, TOKENIZER_FILE } from '../model/checkpoint.ts';
 import type { TokenFormerConfig } from '../model/config.ts';
 import { growDirectory } from '../model/grow.ts';
 import { paramCount } from '../model/params.ts';
 import { writeFileAtomic, writeJsonAtomic } from '../util/atomic.ts';
 import { trainFlopsPerToken } from './flops.ts';
 import { trainInWorker } from './launch.ts';
+import { type LogEntry, readLog } from './log.ts';
 import { lineChartSvg } from './plot.ts';
 import type { NewModelOptions, TrainEvent, TrainOptions } from './run.ts';
 import { LOG_FILE } from './trainer.ts';
@@ -88,19 +89,7 @@ export const PIPELINE_QUICK: Omit<PipelineOptions, 'out' | 'data' | 'cacheDir'> 
   evalBatches: 4,
 };
 
-interface LogEntry {
-  step: number;
-  loss?: number;
-  val_loss?: number;
-  ms?: number;
-}
-
-function readLog(dir: string): LogEntry[] {
-  return readFileSync(join(dir, LOG_FILE), 'utf8')
-    .split('\n')
-    .filter((l) => l.endsWith('}'))
-    .map((l) => JSON.parse(l) as LogEntry);
-}
+const readRunLog = (dir: string): LogEntry[] => readLog(join(dir, LOG_FILE));
 
 export interface RunSummary {
   name: string;
@@ -121,7 +110,7 @@ function summarize(
   seqLen: number,
   tokensPerStep: number,
 ): RunSummary {
-  const log = readLog(dir);
+  const log = readRunLog(dir);
   const steps = log.filter((e) => e.loss !== undefined);
   const vals = log.filter((e) => e.val_loss !== undefined);
   const final = vals[vals.length - 1]?.val_loss ?? Number.NaN;
@@ -241,7 +230,7 @@ export async function runPipeline(
 
   await train('base', { ...common, out: dirs.base, model: o.base, steps: o.baseSteps });
   emit('grow');
-  if (!existsSync(join(dirs.grownInit, 'config.json'))) {
+  if (!existsSync(join(dirs.grownInit, CONFIG_FILE))) {
     await growDirectory(dirs.base, dirs.grownInit, {
       target: { qkv: o.grown.qkvTokens, proj: o.grown.projTokens, ffn: o.grown.ffnTokens },
       init: 'zero',
@@ -278,8 +267,8 @@ export async function runPipeline(
     summarize('base', dirs.base, baseCfg, o.seqLen, tokensPerStep),
     summarize('grown (continued)', dirs.grown, grownCfg, o.seqLen, tokensPerStep),
   ];
-  const baseLog = readLog(dirs.base);
-  const grownLog = readLog(dirs.grown);
+  const baseLog = readRunLog(dirs.base);
+  const grownLog = readRunLog(dirs.grown);
   const parentVal = runs[0]!.final_val_loss;
   const grownVal = runs[1]!.start_val_loss;
   let answer = 'No from-scratch baseline was trained (--no-scratch).';
@@ -299,7 +288,7 @@ export async function runPipeline(
     runs.push(scratch);
     series.push({
       name: 'from scratch',
-      points: readLog(dirs.scratch)
+      points: readRunLog(dirs.scratch)
         .filter((e) => e.val_loss !== undefined)
         .map((e) => [e.step, e.val_loss!] as const),
     });

@@ -15,6 +15,7 @@ import {
   type TextSource,
   tokenizeCorpus,
 } from './corpus.ts';
+import { readLog } from './log.ts';
 import { lineChartSvg } from './plot.ts';
 import { learningRate, type Schedule } from './schedule.ts';
 import { setup, tokenizerText } from './setup.ts';
@@ -114,27 +115,6 @@ export type TrainEvent =
   /** Stopped early on request; the checkpoint of `step` was just saved to `dir`. */
   | { type: 'stopped'; step: number; dir: string }
   | { type: 'done'; step: number; valLoss: number; seconds: number };
-
-interface LogStep {
-  step: number;
-  loss?: number;
-  val_loss?: number;
-}
-
-/** Reads the log; a line cut short by a killed run is dropped, not fatal. */
-function readLog(path: string): LogStep[] {
-  if (!existsSync(path)) return [];
-  const out: LogStep[] = [];
-  for (const line of readFileSync(path, 'utf8').split('\n')) {
-    if (!line.trim()) continue;
-    try {
-      out.push(JSON.parse(line) as LogStep);
-    } catch {
-      // an append interrupted by a kill
-    }
-  }
-  return out;
-}
 
 function plotLog(dir: string): void {
   const log = readLog(join(dir, LOG_FILE));

@@ -4,8 +4,8 @@ import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join, posix, relative, resolve } from 'node:path';
 import { describe, test } from 'node:test';
 import { parse } from 'yaml';
+import { ServerProcess } from '../../scripts/harness/server.ts';
 import { SERVE_DEFAULTS as D } from '../../src/server/defaults.ts';
-import { ServerProcess } from '../server/processes.ts';
 import {
   applyJsonPatch,
   copyOf,
@@ -531,7 +531,7 @@ describe('Kubernetes manifests', () => {
         const res = await fetch(`${server.url}${probe!.httpGet!.path}`);
         assert.equal(res.status, 200, probe!.httpGet!.path);
       }
-      const metrics = await server.metrics();
+      const metrics = await server.metricsText();
       assert.match(metrics, new RegExp(`^${metric} \\d+$`, 'm'), 'the HPA’s metric is exported');
     } finally {
       code = await server.stop();

@@ -3,12 +3,12 @@ import http from 'node:http';
 import net from 'node:net';
 import { after, afterEach, before, test } from 'node:test';
 import fc from 'fast-check';
+import { ServerProcess, sleep, until } from '../../scripts/harness/server.ts';
+import { sseData } from '../../scripts/harness/sse.ts';
+import { WebSocket, type WsClient } from '../../scripts/harness/ws.ts';
 import { API_ERRORS } from '../../src/server/errors.ts';
 import { servedModel } from '../engine/served-model.ts';
 import { tempDir } from '../helpers.ts';
-import { sseData } from '../server/helpers.ts';
-import { ServerProcess, sleep, until } from '../server/processes.ts';
-import { WebSocket, type WsClient } from '../server/ws-client.ts';
 import {
   ADMIN_TOKEN,
   anyPath,
@@ -177,7 +177,7 @@ function hangUp(req: Request, ms: number | undefined): Promise<number | undefine
         res.resume();
       },
     );
-    r.on('error', () => {});
+    r.on('error', () => {}); // destroyed on purpose or reset by the server; 'close' reports the status
     r.on('close', () => resolve(status));
     r.end(req.body);
     if (ms !== undefined) setTimeout(() => r.destroy(), ms);
@@ -318,14 +318,8 @@ function assertNoFindings(from: number): void {
 }
 
 async function sampleRss(label: string): Promise<number> {
-  const text = await server.metrics();
-  const value = (series: string) =>
-    Number(
-      text
-        .split('\n')
-        .find((l) => l.startsWith(`${series} `))
-        ?.slice(series.length + 1) ?? Number.NaN,
-    );
+  const metrics = await server.metrics();
+  const value = (series: string) => metrics.get(series) ?? Number.NaN;
   const bytes = value('tokenformer_process_resident_memory_bytes');
   rss.push({ label, bytes, heap: value('tokenformer_nodejs_heap_size_used_bytes') });
   return bytes;

@@ -1,8 +1,10 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
+import { ServerProcess, until } from '../../scripts/harness/server.ts';
+import { sseJson } from '../../scripts/harness/sse.ts';
+import { openWs } from '../../scripts/harness/ws.ts';
 import { swapModelsRoot } from '../engine/served-model.ts';
 import { tempDir } from '../helpers.ts';
-import { openWs, ServerProcess, until } from '../server/processes.ts';
 
 const TOKEN = 'test-admin-token';
 let server: ServerProcess;
@@ -33,19 +35,16 @@ const admin = (path: string, body?: unknown, token = TOKEN) =>
 const request = { prompt: 'Call me Ishmael.', max_tokens: 2000, temperature: 0, ignore_eos: true };
 
 function sseText(raw: string): string {
-  return raw
-    .split('\n')
-    .filter((l) => l.startsWith('data: {'))
-    .map((l) => (JSON.parse(l.slice(6)) as { choices: { text?: string }[] }).choices[0]?.text ?? '')
+  return sseJson<{ choices: { text?: string }[] }>(raw)
+    .map((c) => c.choices[0]?.text ?? '')
     .join('');
 }
 
 /** Text per choice index from an SSE body. */
 function choiceTexts(raw: string): string[] {
   const out: string[] = [];
-  for (const line of raw.split('\n')) {
-    if (!line.startsWith('data: {')) continue;
-    for (const c of (JSON.parse(line.slice(6)) as { choices: { index: number; text?: string }[] }).choices) {
+  for (const chunk of sseJson<{ choices: { index: number; text?: string }[] }>(raw)) {
+    for (const c of chunk.choices) {
       out[c.index] = (out[c.index] ?? '') + (c.text ?? '');
     }
   }
@@ -143,10 +142,7 @@ test('swap with migrate while an SSE stream is open: the stream continues on the
   assert.equal(texts.length, 16);
   for (const text of texts) assert.equal(text, reference.choices[0]!.text);
   // Each chunk names the model that produced it: a until the swap, b after.
-  const chunks = raw
-    .split('\n')
-    .filter((l) => l.startsWith('data: {'))
-    .map((l) => JSON.parse(l.slice(6)) as { model: string; system_fingerprint: string });
+  const chunks = sseJson<{ model: string; system_fingerprint: string }>(raw);
   const firstB = chunks.findIndex((c) => c.model === 'b');
   assert.ok(firstB > 0, 'chunks from a came first');
   assert.ok(
@@ -162,5 +158,5 @@ test('swap with migrate while an SSE stream is open: the stream continues on the
     async () => ((await server.metric('tokenformer_models_loaded')) === 1 ? true : undefined),
     'the old model released',
   );
-  assert.match(await server.metrics(), /tokenformer_model_info\{model="b",version="[^"]+"\} 1/);
+  assert.match(await server.metricsText(), /tokenformer_model_info\{model="b",version="[^"]+"\} 1/);
 });

@@ -2,10 +2,10 @@ import assert from 'node:assert/strict';
 import { mkdirSync, renameSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
+import { ServerProcess, until } from '../../scripts/harness/server.ts';
 import { growDirectory } from '../../src/model/grow.ts';
 import { servedModel } from '../engine/served-model.ts';
 import { tempDir } from '../helpers.ts';
-import { ServerProcess, until } from '../server/processes.ts';
 
 let dir: string;
 let root: string;

@@ -5,16 +5,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import OpenAI from 'openai';
+import { ServerProcess, until } from '../../scripts/harness/server.ts';
+import { readSse, sseData } from '../../scripts/harness/sse.ts';
+import { openWs } from '../../scripts/harness/ws.ts';
 import { servedModel } from '../engine/served-model.ts';
-import {
-  CHROMIUM_FLAGS,
-  chromiumEvaluate,
-  chromiumPath,
-  openWs,
-  readSse,
-  ServerProcess,
-  until,
-} from '../server/processes.ts';
+import { CHROMIUM_FLAGS, chromiumEvaluate, chromiumPath } from '../server/processes.ts';
 import { promtoolCheck, REQUIRED_METRICS } from '../server/promtool.ts';
 
 /**
@@ -57,12 +52,6 @@ const post = (url: string, body: Record<string, unknown>, signal?: AbortSignal) 
     body: JSON.stringify(body),
     ...(signal ? { signal } : {}),
   });
-
-const dataLines = (sse: string) =>
-  sse
-    .split('\n')
-    .filter((l) => l.startsWith('data: '))
-    .map((l) => l.slice(6));
 
 test('the openai client: streaming and non-streaming completions give the same text', async () => {
   const client = new OpenAI({ baseURL: `${server.url}/v1`, apiKey: 'x', maxRetries: 0, timeout: 60_000 });
@@ -108,7 +97,7 @@ test('raw SSE: OpenAI chunks, ending with data: [DONE]', async () => {
   assert.match(res.headers.get('content-type')!, /^text\/event-stream/);
   const body = await readSse(res);
   assert.ok(body.endsWith('data: [DONE]\n\n'), body.slice(-200));
-  const data = dataLines(body);
+  const data = sseData(body);
   assert.equal(data.filter((d) => d === '[DONE]').length, 1);
   for (const d of data.slice(0, -1))
     assert.equal((JSON.parse(d) as { object: string }).object, 'text_completion');
@@ -121,7 +110,7 @@ test('a client that disconnects mid-stream frees its sequence', async () => {
     { prompt: 'a', max_tokens: 2000, temperature: 0, ignore_eos: true, stream: true },
     ac.signal,
   );
-  await readSse(res, (text) => dataLines(text).length >= 3).catch(() => {});
+  await readSse(res, (text) => sseData(text).length >= 3);
   assert.equal(await server.metric('tokenformer_requests_running'), 1);
   ac.abort();
   await until(
@@ -193,7 +182,7 @@ test('WebSocket: two requests multiplexed on one socket, a third cancelled', asy
 });
 
 test('promtool check metrics passes on the scraped /metrics, which has every required name', async () => {
-  const text = await server.metrics();
+  const text = await server.metricsText();
   for (const name of REQUIRED_METRICS) assert.match(text, new RegExp(`^# TYPE ${name} `, 'm'), name);
   assert.match(
     text,
@@ -245,7 +234,10 @@ test('a full queue answers 429 with Retry-After (--max-sequences 1 --max-queue 1
   try {
     const first = await post(small.url, long, running.signal);
     assert.equal(first.status, 200);
-    const second = post(small.url, long, waiting.signal).catch(() => undefined); // queued: no headers yet
+    // Queued; the abort below ends it with an AbortError (or ends its body, if headers came first).
+    const second = post(small.url, long, waiting.signal).catch((err: unknown) => {
+      if ((err as Error).name !== 'AbortError') throw err;
+    });
     await until(
       async () => ((await small.metric('tokenformer_requests_waiting')) === 1 ? true : undefined),
       'one request waiting',
@@ -293,7 +285,7 @@ test('SIGTERM while a stream is open: the stream completes, then the process exi
     body += value;
   }
   assert.ok(body.endsWith('data: [DONE]\n\n'), body.slice(-300));
-  const chunks = dataLines(body)
+  const chunks = sseData(body)
     .slice(0, -1)
     .map((d) => JSON.parse(d) as { choices: { finish_reason: string | null }[] });
   assert.equal(chunks.at(-1)!.choices[0]!.finish_reason, 'length');

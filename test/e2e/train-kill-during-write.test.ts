@@ -108,8 +108,8 @@ async function runUntilKilled(out: string, cache: string, resume: boolean, plan:
     killed = true;
     try {
       process.kill(-child.pid!, 'SIGKILL');
-    } catch {
-      // already exited
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ESRCH') throw err; // ESRCH: it had already exited
     }
   };
   const name = out.split('/').at(-1)!;

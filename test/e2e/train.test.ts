@@ -4,6 +4,8 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import test from 'node:test';
 import { loadCheckpoint } from '../../src/model/checkpoint.ts';
+import { type LogEntry, readLog } from '../../src/train/log.ts';
+import { LOG_FILE } from '../../src/train/trainer.ts';
 import { tempDir } from '../helpers.ts';
 
 const ROOT = resolve(import.meta.dirname, '../..');
@@ -56,23 +58,10 @@ function args(out: string, cache: string, extra: string[] = []): string[] {
   ];
 }
 
-interface LogLine {
-  step: number;
-  loss?: number;
-  lr?: number;
-  tokens_per_s?: number;
-  val_loss?: number;
-}
+/** The run's log as the trainer reads it (only complete lines: it may be read mid-append). */
+const runLog = (dir: string): LogEntry[] => readLog(join(dir, LOG_FILE));
 
-function readLog(dir: string): LogLine[] {
-  // Only complete lines: the log may be read while a line is being appended.
-  return readFileSync(join(dir, 'train-log.jsonl'), 'utf8')
-    .split('\n')
-    .filter((l) => l.endsWith('}'))
-    .map((l) => JSON.parse(l) as LogLine);
-}
-
-const losses = (log: LogLine[]) => log.filter((l) => l.loss !== undefined).map((l) => [l.step, l.loss]);
+const losses = (log: LogEntry[]) => log.filter((l) => l.loss !== undefined).map((l) => [l.step, l.loss]);
 
 test('npm run train writes the log, the loss plot and a loadable checkpoint with optimizer state', (t) => {
   const dir = tempDir(t);
@@ -80,7 +69,7 @@ test('npm run train writes the log, the loss plot and a loadable checkpoint with
   assert.equal(r.status, 0, r.stderr);
   assert.match(r.stderr, /step 12\/12 .* loss \d/);
   assert.match(r.stderr, /done: 12 steps .* validation loss/);
-  const log = readLog(join(dir, 'run'));
+  const log = runLog(join(dir, 'run'));
   const steps = log.filter((l) => l.loss !== undefined);
   assert.deepEqual(
     steps.map((l) => l.step),
@@ -118,7 +107,7 @@ test('killed with SIGKILL mid-run, --resume continues with exactly the losses of
   });
   await new Promise<void>((res, rej) => {
     const timer = setInterval(() => {
-      const log = existsSync(join(out, 'train-log.jsonl')) ? readLog(out) : [];
+      const log = runLog(out);
       if (log.some((l) => l.step >= 9 && l.loss !== undefined)) {
         clearInterval(timer);
         process.kill(-child.pid!, 'SIGKILL'); // the whole npm → tsx → node group
@@ -137,5 +126,5 @@ test('killed with SIGKILL mid-run, --resume continues with exactly the losses of
   const resumed = spawnSync('npm', args(out, cache, ['--resume']), { cwd: ROOT, encoding: 'utf8' });
   assert.equal(resumed.status, 0, resumed.stderr);
   assert.match(resumed.stderr, new RegExp(`resuming .* at step ${stopped}`));
-  assert.deepEqual(losses(readLog(out)), losses(readLog(join(dir, 'full'))));
+  assert.deepEqual(losses(runLog(out)), losses(runLog(join(dir, 'full'))));
 });

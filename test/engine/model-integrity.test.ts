@@ -3,7 +3,7 @@ import { cpSync, mkdirSync, readFileSync, rmSync, truncateSync, writeFileSync } 
 import { join, resolve } from 'node:path';
 import { after, before, test } from 'node:test';
 import { Engine } from '../../src/engine/engine.ts';
-import { resolveExportDir } from '../../src/engine/model-dir.ts';
+import { resolveExport } from '../../src/engine/model-dir.ts';
 import { ModelRegistry } from '../../src/engine/registry.ts';
 import { exportCheckpoint, MANIFEST_FILE, type Manifest, verifyExport } from '../../src/export/export.ts';
 import { TokenFormerError } from '../../src/util/errors.ts';
@@ -156,11 +156,11 @@ test('a swap to a damaged model is refused with the reason and the old model kee
 
 test('a damaged export in the cache is rebuilt from its checkpoint', async () => {
   const cache = join(dir, 'cache');
-  const first = await resolveExportDir(served.checkpoint, cache);
+  const first = (await resolveExport(served.checkpoint, cache)).exportDir;
   const before = readFileSync(join(first, 'decoder.onnx'));
   flipMiddleByte(join(first, 'decoder.onnx'));
   const progress: string[] = [];
-  const again = await resolveExportDir(served.checkpoint, cache, (m) => progress.push(m));
+  const again = (await resolveExport(served.checkpoint, cache, (m) => progress.push(m))).exportDir;
   assert.equal(again, first);
   assert.ok(
     progress.some((m) =>
@@ -172,6 +172,6 @@ test('a damaged export in the cache is rebuilt from its checkpoint', async () =>
   await verifyExport(again);
   // An intact cache is reused without re-exporting.
   const quiet: string[] = [];
-  await resolveExportDir(served.checkpoint, cache, (m) => quiet.push(m));
+  await resolveExport(served.checkpoint, cache, (m) => quiet.push(m));
   assert.deepEqual(quiet, []);
 });

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { join, resolve } from 'node:path';
 import test from 'node:test';
-import { resolveExportDir } from '../../src/engine/model-dir.ts';
+import { resolveExport } from '../../src/engine/model-dir.ts';
 import { ModelRunner } from '../../src/engine/runner.ts';
 import { OrtSession } from '../../src/runtime/ort.ts';
 import { Tokenizer } from '../../src/tokenizer/tokenizer.ts';
@@ -17,7 +17,7 @@ function argmax(row: Float32Array): number {
 
 for (const name of ['default', 'default-grown']) {
   test(`shipped model ${name}: greedy KV-cache decoding equals recomputing model.onnx at every step`, async (t) => {
-    const exportDir = await resolveExportDir(join(MODELS, name), tempDir(t));
+    const { exportDir } = await resolveExport(join(MODELS, name), tempDir(t));
     const tok = Tokenizer.fromFile(join(exportDir, 'tokenizer.json'));
     const prompts = ['The President of the United States', 'Call me Ishmael.'].map((p) => tok.encode(p));
     const full = await OrtSession.create(join(exportDir, 'model.onnx'), { device: 'cpu' });

@@ -4,6 +4,7 @@ import { GraphBuilder } from '../../src/graph/builder.ts';
 import { serializeModel } from '../../src/graph/serialize.ts';
 import type { Value } from '../../src/graph/types.ts';
 import { type Feed, OrtSession } from '../../src/runtime/ort.ts';
+import { mulberry32 } from '../helpers.ts';
 
 /**
  * The one gradient check (STYLE.md: every primitive tested backward by one helper): builds a
@@ -55,18 +56,6 @@ export interface GradReport {
   forwardError?: number;
 }
 
-/** Deterministic uniform [0, 1) (mulberry32). */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 function concrete(v: Value, dims: Record<string, number>): number[] {
   return v.shape.map((d) => {
     if (typeof d === 'number') return d;
@@ -89,7 +78,7 @@ const numel = (dims: readonly number[]) => dims.reduce((a, b) => a * b, 1);
 
 export async function checkGradients(c: GradCheck): Promise<GradReport> {
   const dims = c.dims ?? {};
-  const random = rng(c.seed ?? 1234);
+  const random = mulberry32(c.seed ?? 1234);
 
   // Analytic graph: y, L = Σ w·y, gradients fetched as outputs.
   const g = new GraphBuilder();

@@ -8,9 +8,9 @@ import type { Value } from '../../src/graph/types.ts';
 import { paramSpecs } from '../../src/model/params.ts';
 import { type Ctx, causalAttend, PATTENTION, tokenformer } from '../../src/model/tokenformer.ts';
 import { OrtSession } from '../../src/runtime/ort.ts';
-import { tinyConfig } from '../helpers.ts';
+import { mulberry32, tinyConfig } from '../helpers.ts';
 import { erf, gelu, pattention, randomParams, referenceLogits } from '../reference/tokenformer-f64.ts';
-import { checkGradients, type GradCheck, rng } from './check-gradients.ts';
+import { checkGradients, type GradCheck } from './check-gradients.ts';
 
 /**
  * Every gradient rule against finite differences (check-gradients.ts). float64 wherever
@@ -427,7 +427,7 @@ test('Pattention gives no NaN gradient for an all-zero score row (the ‖A‖₂
   const grads = gradients(g, g.reduce('ReduceSum', y, [0, 1, 2], false), [x, keys, values]);
   for (const [i, d] of grads.entries()) g.output(d, `d${i}`);
   const s = await OrtSession.create(serializeModel(g, { graphName: 't' }), { device: 'cpu' });
-  const r = rng(7);
+  const r = mulberry32(7);
   const out = await s.run({
     x: [Float32Array.from([0, 0, 0, 1, -2, 0.5]), [1, 2, 3]], // first token all zero → A row 0
     keys: [Float32Array.from({ length: 12 }, () => r() - 0.5), [4, 3]],
@@ -480,7 +480,7 @@ test('embedding gradient: 1024 ids into 50 rows on 2 threads lose no update (Sca
   const w = g.input('w', F64, [B, T, d]);
   const loss = g.reduce('ReduceSum', g.mul(g.gather(table, tokens), w), [0, 1, 2], false);
   g.output(gradients(g, loss, [table])[0]!, 'dtable');
-  const r = rng(11);
+  const r = mulberry32(11);
   const idData = BigInt64Array.from({ length: B * T }, () => BigInt(Math.floor(r() ** 3 * V))); // skewed: many repeats
   const wData = Float64Array.from({ length: B * T * d }, () => r() - 0.5);
   const s = await OrtSession.create(serializeModel(g, { graphName: 't' }), {

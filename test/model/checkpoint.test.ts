@@ -3,7 +3,7 @@ import { createHash } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import test from 'node:test';
-import { resolveExportDir } from '../../src/engine/model-dir.ts';
+import { resolveExport } from '../../src/engine/model-dir.ts';
 import { writeSafeTensors } from '../../src/formats/safetensors.ts';
 import {
   type CheckpointMeta,
@@ -76,7 +76,7 @@ test('a byte flipped inside tensor data is caught by the recorded checksum (load
   const corrupted =
     /model\.safetensors does not match the checksum config\.json records: the file is corrupted/;
   assert.throws(() => loadCheckpoint(dir), corrupted);
-  await assert.rejects(resolveExportDir(dir, join(root, 'cache')), corrupted);
+  await assert.rejects(resolveExport(dir, join(root, 'cache')), corrupted);
   // A checkpoint from before checksums were recorded loads as it is.
   const { weights_sha256: _, ...older } = readCheckpointMeta(dir);
   writeFileSync(join(dir, 'config.json'), JSON.stringify(older));

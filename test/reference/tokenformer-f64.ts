@@ -8,6 +8,7 @@
  */
 import type { PattentionConfig, TokenFormerConfig } from '../../src/model/config.ts';
 import { EMBEDDING, FINAL_NORM_BIAS, FINAL_NORM_WEIGHT, paramSpecs } from '../../src/model/params.ts';
+import { mulberry32 } from '../helpers.ts';
 
 // ---------------------------------------------------------------------------------------------
 // erf and the exact GELU
@@ -348,18 +349,6 @@ export function referenceLogits(config: TokenFormerConfig, params: Params, ids: 
 
 // ---------------------------------------------------------------------------------------------
 // Deterministic random parameters
-
-/** mulberry32: a small seeded 32-bit PRNG; uniform in [0, 1). */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Standard normal samples by Box–Muller over mulberry32. */
 function normalSampler(seed: number): () => number {

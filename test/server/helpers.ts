@@ -65,17 +65,3 @@ export function assertErrorShape(
     throw new Error(`error message leaks internals: ${b.error.message}`);
   return b.error as { message: string; type: string; code: string };
 }
-
-/** Parses an SSE body into its `data:` payloads. */
-export function sseData(body: string): string[] {
-  return body
-    .split('\n\n')
-    .filter((e) => e.trim() !== '')
-    .map((e) =>
-      e
-        .split('\n')
-        .filter((l) => l.startsWith('data: '))
-        .map((l) => l.slice(6))
-        .join('\n'),
-    );
-}

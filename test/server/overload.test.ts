@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { assertErrorShape, sseData, type TestApp, testApp } from './helpers.ts';
-import { Inbox, type WsClient } from './ws-client.ts';
+import { sseData } from '../../scripts/harness/sse.ts';
+import { Inbox, type WsClient } from '../../scripts/harness/ws.ts';
+import { assertErrorShape, type TestApp, testApp } from './helpers.ts';
 
 let t: TestApp;
 before(async () => {

@@ -1,11 +1,12 @@
 import assert from 'node:assert/strict';
 import { cpSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
-import { createRequire } from 'node:module';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import OpenAI from 'openai';
+import { ROOT, ServerProcess, until } from '../../scripts/harness/server.ts';
+import { WebSocket, type WsClient, type WsOptions } from '../../scripts/harness/ws.ts';
 import { buildApp } from '../../src/server/app.ts';
 import { MIN_API_KEY_LENGTH, parseApiKeys, parseCorsOrigins } from '../../src/server/auth.ts';
 import { withoutPaths } from '../../src/server/errors.ts';
@@ -13,7 +14,6 @@ import { TokenBucket } from '../../src/server/token-bucket.ts';
 import { swapModelsRoot } from '../engine/served-model.ts';
 import { tempDir } from '../helpers.ts';
 import { assertErrorShape } from './helpers.ts';
-import { ROOT, ServerProcess, until } from './processes.ts';
 
 /**
  * The security rules of the server (README "Security"), on real server processes: "locked"
@@ -72,36 +72,16 @@ function assertNoLeak(body: string, what: string): void {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The `ws` package with the options the tests need (headers, subprotocols, origin).
-
-interface WsOptions {
-  headers?: Record<string, string>;
-  origin?: string;
-}
-interface WsSocket {
-  readonly protocol: string;
-  send(data: string): void;
-  close(): void;
-  terminate(): void;
-  on(event: 'message', listener: (data: Buffer) => void): WsSocket;
-  on(event: 'close', listener: (code: number) => void): WsSocket;
-  on(event: 'unexpected-response', listener: (req: unknown, res: { statusCode: number }) => void): WsSocket;
-  on(event: 'open' | 'error', listener: (arg?: unknown) => void): WsSocket;
-}
-const Ws = createRequire(import.meta.url)('ws') as new (
-  url: string,
-  protocols?: string[],
-  options?: WsOptions,
-) => WsSocket;
+// WebSockets with the options the tests need (headers, subprotocols, origin).
 
 /** Opens a WebSocket; resolves with it, or with the HTTP status that refused the upgrade. */
 function openWs(
   base: string,
   protocols: string[] = [],
   options: WsOptions = {},
-): Promise<{ ws: WsSocket } | { status: number }> {
+): Promise<{ ws: WsClient } | { status: number }> {
   return new Promise((resolve, reject) => {
-    const ws = new Ws(`${base.replace(/^http/, 'ws')}/v1/stream`, protocols, options);
+    const ws = new WebSocket(`${base.replace(/^http/, 'ws')}/v1/stream`, protocols, options);
     const timer = setTimeout(() => reject(new Error('the WebSocket did not open in 10 s')), 10_000);
     ws.on('open', () => {
       clearTimeout(timer);
@@ -117,7 +97,7 @@ function openWs(
 }
 
 /** Sends one completion and waits for its `completion.done`. */
-async function completeOverWs(ws: WsSocket): Promise<Record<string, unknown>> {
+async function completeOverWs(ws: WsClient): Promise<Record<string, unknown>> {
   const got: Record<string, unknown>[] = [];
   ws.on('message', (d) => got.push(JSON.parse(d.toString('utf8')) as Record<string, unknown>));
   ws.send(JSON.stringify({ type: 'completion.create', id: 'r1', prompt: 'Call me', max_tokens: 3 }));

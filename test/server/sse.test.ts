@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { type CompletionMeta, completionChunk, usage } from '../../src/server/openai.ts';
-import { SSE_DONE, SSE_HEADERS, sseComment, sseJson, sseText } from '../../src/server/sse.ts';
+import { SSE_DONE, SSE_HEADERS, sseJson, sseText } from '../../src/server/sse.ts';
 
 const meta: CompletionMeta = { id: 'cmpl-1', created: 1700000000, model: 'm', system_fingerprint: 'v1' };
 
@@ -16,10 +16,9 @@ test('a JSON payload is one data line and a blank line, whatever its text holds'
   assert.deepEqual(JSON.parse(event.slice(6)), chunk);
 });
 
-test('multi-line text becomes one data line per line; events and comments are single lines', () => {
+test('multi-line text becomes one data line per line; an event name is a single line', () => {
   assert.equal(sseText('a\nb\r\nc'), 'data: a\ndata: b\ndata: c\n\n');
   assert.equal(sseText('x', 'error\nbad'), 'event: error bad\ndata: x\n\n');
-  assert.equal(sseComment('keep\nalive'), ': keep alive\n\n');
   assert.equal(SSE_DONE, 'data: [DONE]\n\n');
   assert.equal(SSE_HEADERS['content-type'], 'text/event-stream; charset=utf-8');
 });

@@ -1,11 +1,13 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
+import { parseMetrics } from '../../scripts/harness/metrics.ts';
+import { until } from '../../scripts/harness/server.ts';
+import { readSse, sseJson } from '../../scripts/harness/sse.ts';
 import { ModelRegistry } from '../../src/engine/registry.ts';
 import { buildApp } from '../../src/server/app.ts';
 import { swapModelsRoot } from '../engine/served-model.ts';
 import { tempDir } from '../helpers.ts';
-import { readSse, until } from './processes.ts';
 
 /**
  * The supervisor through the HTTP server: a model worker killed while an SSE stream is open is
@@ -53,19 +55,13 @@ test('a worker crash mid-stream: the SSE stream completes; repeated crashes turn
   });
   assert.ok(killed);
   assert.match(raw, /data: \[DONE\]\n\n$/);
-  const text = raw
-    .split('\n')
-    .filter((l) => l.startsWith('data: {'))
-    .map((l) => (JSON.parse(l.slice(6)) as { choices: { text: string }[] }).choices[0]?.text ?? '')
+  const text = sseJson<{ choices: { text: string }[] }>(raw)
+    .map((c) => c.choices[0]?.text ?? '')
     .join('');
   assert.equal(text, reference);
   assert.notEqual(registry.model.engine, first);
-  const metric = async (name: string) => {
-    const m = (await (await fetch(`${url}/metrics`)).text())
-      .split('\n')
-      .find((l) => l.startsWith(`${name} `));
-    return Number(m?.split(' ')[1]);
-  };
+  const metric = async (name: string) =>
+    parseMetrics(await (await fetch(`${url}/metrics`)).text()).get(name) ?? Number.NaN;
   assert.equal(await metric('tokenformer_worker_crashes_total'), 1);
   assert.equal(await metric('tokenformer_streams_migrated_total{kv="recomputed"}'), 1);
   assert.equal((await fetch(`${url}/ready`)).status, 200);

@@ -6,8 +6,8 @@ import { saveTokenizer, trainByteLevelBpe } from '../../src/tokenizer/bpe-traine
 import { BYTE_ORDER, BYTE_TO_SYMBOL, gpt2SplitPattern } from '../../src/tokenizer/byte-level.ts';
 import { Tokenizer } from '../../src/tokenizer/tokenizer.ts';
 import { TokenFormerError } from '../../src/util/errors.ts';
-import { tempDir } from '../helpers.ts';
-import { GPT2_TOKENIZER, mobyChapters, randomText, rng, SOTU, TRICKY } from './fixtures.ts';
+import { mulberry32, tempDir } from '../helpers.ts';
+import { GPT2_TOKENIZER, mobyChapters, randomText, SOTU, TRICKY } from './fixtures.ts';
 
 /** ~330 KB of training text; chapters 100+ are held out. */
 const TRAIN = mobyChapters(1, 40);
@@ -46,7 +46,7 @@ describe('trainByteLevelBpe', () => {
   test('the library encodes with it and round trips hard strings losslessly', () => {
     for (const s of TRICKY) assert.equal(tok.decode(tok.encode(s)), s, JSON.stringify(s));
     assert.deepEqual(tok.encode('<|endoftext|>'), [999]);
-    const next = rng(3);
+    const next = mulberry32(3);
     for (let i = 0; i < 300; i++) {
       const s = randomText(next, 40);
       assert.equal(tok.decode(tok.encode(s)), s, JSON.stringify(s));
@@ -79,7 +79,7 @@ describe('trainByteLevelBpe', () => {
 
   test('matches a naive full-recount trainer', () => {
     for (let seed = 1; seed <= 30; seed++) {
-      const next = rng(seed);
+      const next = mulberry32(seed);
       // Few letters and short texts make count ties and overlapping pairs ("aaa") common.
       const texts = Array.from({ length: 60 }, () =>
         Array.from({ length: 1 + Math.floor(next() * 5) }, () =>

@@ -36,18 +36,6 @@ export const TRICKY: readonly string[] = [
   'astral: 𝔘𝔫𝔦𝔠𝔬𝔡𝔢 𠀀 𓀀 \u{10FFFD}',
 ];
 
-/** Deterministic PRNG (mulberry32) so random cases are reproducible. */
-export function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 /** Code point ranges to draw from, weighted towards text-like ones; no surrogates. */
 const RANGES: readonly [number, number][] = [
   [0x20, 0x7e],

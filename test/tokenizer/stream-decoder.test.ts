@@ -5,7 +5,8 @@ import { BYTE_TO_SYMBOL } from '../../src/tokenizer/byte-level.ts';
 import { StreamingDetokenizer } from '../../src/tokenizer/stream-decoder.ts';
 import { Tokenizer } from '../../src/tokenizer/tokenizer.ts';
 import { TokenFormerError } from '../../src/util/errors.ts';
-import { GPT2_TOKENIZER, mobyChapters, randomText, rng, TRICKY } from './fixtures.ts';
+import { mulberry32 } from '../helpers.ts';
+import { GPT2_TOKENIZER, mobyChapters, randomText, TRICKY } from './fixtures.ts';
 
 const gpt2 = Tokenizer.fromFile(GPT2_TOKENIZER);
 const trained = Tokenizer.fromJSON(trainByteLevelBpe(mobyChapters(1, 10), { vocabSize: 600 }), 'trained');
@@ -42,7 +43,7 @@ describe('StreamingDetokenizer (byte-level)', () => {
   test('deltas are whole characters and concatenate to decode, on hard and random strings', () => {
     for (const tok of [gpt2, trained]) {
       for (const s of TRICKY) checkStream(tok, s);
-      const next = rng(5);
+      const next = mulberry32(5);
       for (let i = 0; i < 300; i++) checkStream(tok, randomText(next, 30));
     }
   });

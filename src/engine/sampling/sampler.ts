@@ -16,9 +16,9 @@ import { type Cut, topKCut, topPCut } from './select.ts';
  * Greedy is one argmax pass, plus one exp pass for the logprob.
  *
  * Logprobs are the log-softmax of the processed logits (bias, penalties, min-tokens ban) at
- * temperature 1, before top-k/top-p/min-p: what the brief calls vLLM's default. Doubt: vLLM v1's default (`raw_logprobs`) is taken
- * before penalties too, so the two differ only when a penalty is set. They describe the model's
- * distribution, so a token drawn at temperature 1.5 can carry a low logprob.
+ * temperature 1, before top-k/top-p/min-p. Doubt: vLLM v1's default (`raw_logprobs`) is taken
+ * before all of these, so the two differ when a bias, penalty or ban is set. They describe the
+ * model's distribution, so a token drawn at temperature 1.5 can carry a low logprob.
  *
  * The caller's logits are never written: penalties work on a scratch copy. Scratch buffers are
  * shared by all samplers of a thread (sample() is synchronous), so memory is O(V) once, plus

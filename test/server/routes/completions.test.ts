@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
+import { sseData } from '../../../scripts/harness/sse.ts';
 import type { CompletionChunk, CompletionResponse } from '../../../src/server/openai.ts';
-import { assertErrorShape, MODEL, sseData, type TestApp, testApp, VERSION } from '../helpers.ts';
+import { assertErrorShape, MODEL, type TestApp, testApp, VERSION } from '../helpers.ts';
 
 let t: TestApp;
 before(async () => {

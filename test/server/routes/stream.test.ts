@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
+import { Inbox, type WsClient } from '../../../scripts/harness/ws.ts';
 import type { CompletionResponse } from '../../../src/server/openai.ts';
 import { MODEL, type TestApp, testApp } from '../helpers.ts';
-import { Inbox, type WsClient } from '../ws-client.ts';
 
 let t: TestApp;
 before(async () => {
