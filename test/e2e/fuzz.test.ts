@@ -551,7 +551,7 @@ test('unknown routes and methods, odd paths and bodies', async () => {
 
 // ---- WebSocket ----------------------------------------------------------------------------
 
-/** The `ws` client's send with options (ws-client.ts types only what other tests use). */
+/** The `ws` client's send with options (the harness types only what other tests use). */
 type RawWs = WsClient & {
   send(
     data: string | Uint8Array,
