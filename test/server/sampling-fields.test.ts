@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
+import { Inbox, type WsClient } from '../../scripts/harness/ws.ts';
 import { validateSamplingParams } from '../../src/engine/sampling/params.ts';
 import type { CompletionResponse } from '../../src/server/openai.ts';
 import { chatLogprobs } from '../../src/server/sampling-fields.ts';
 import { assertErrorShape, MODEL, type TestApp, testApp } from './helpers.ts';
-import { Inbox, type WsClient } from './ws-client.ts';
 
 /**
  * The fields OpenAI and vLLM clients send (logit_bias, min_tokens, stop_token_ids, long stop
