@@ -1,10 +1,10 @@
-import { createHash } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { readCheckpointMeta, TOKENIZER_FILE } from '../model/checkpoint.ts';
 import type { TokenFormerConfig } from '../model/config.ts';
 import type { FlagSpec, FlagValues } from '../util/cli.ts';
 import { fail, TokenFormerError } from '../util/errors.ts';
+import { fileSha256, readJsonFile } from '../util/files.ts';
 import type { SavedSettings, TrainOptions } from './run.ts';
 import { newModelConfig } from './setup.ts';
 import { TRAINER_STATE_FILE } from './trainer.ts';
@@ -214,23 +214,13 @@ function freshOptions(f: TrainFlags, out: string): TrainOptions {
   };
 }
 
-const sha256 = (path: string) => createHash('sha256').update(readFileSync(path)).digest('hex');
-
 /**
  * A resumed run's options: its saved settings; each given flag must agree with them. Settings of
  * the machine rather than the run (--threads, --cache-dir) may change.
  */
 function resumedOptions(f: TrainFlags, out: string): TrainOptions {
   const statePath = join(out, TRAINER_STATE_FILE);
-  let saved: SavedSettings;
-  try {
-    saved = JSON.parse(readFileSync(statePath, 'utf8')) as SavedSettings;
-  } catch (err) {
-    fail(
-      'TF_ERR_BAD_CHECKPOINT',
-      `${statePath}: cannot read the saved run settings (${(err as Error).message})`,
-    );
-  }
+  const saved = readJsonFile(statePath, 'TF_ERR_BAD_CHECKPOINT') as SavedSettings;
   const cfg: TokenFormerConfig = readCheckpointMeta(out).model;
   const conflict = (flag: string, given: unknown, was: unknown, where = TRAINER_STATE_FILE): never =>
     fail(
@@ -275,7 +265,11 @@ function resumedOptions(f: TrainFlags, out: string): TrainOptions {
   if (f.init !== undefined && saved.init !== undefined && resolve(f.init) !== saved.init)
     conflict('init', resolve(f.init), saved.init ?? 'a new model (no --init)');
   const runTokenizer = join(out, TOKENIZER_FILE);
-  if (f.tokenizer !== undefined && existsSync(runTokenizer) && sha256(f.tokenizer) !== sha256(runTokenizer))
+  if (
+    f.tokenizer !== undefined &&
+    existsSync(runTokenizer) &&
+    fileSha256(f.tokenizer) !== fileSha256(runTokenizer)
+  )
     conflict('tokenizer', f.tokenizer, `another tokenizer`, TOKENIZER_FILE);
   return {
     data: saved.data ?? f.data ?? [],

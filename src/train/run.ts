@@ -1,4 +1,4 @@
-import { appendFileSync, existsSync, readFileSync } from 'node:fs';
+import { appendFileSync, existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { CHECKPOINT_MARKER, TOKENIZER_FILE } from '../model/checkpoint.ts';
 import { paramCount } from '../model/params.ts';
@@ -15,7 +15,7 @@ import {
   type TextSource,
   tokenizeCorpus,
 } from './corpus.ts';
-import { readLog } from './log.ts';
+import { type LogEntry, readLog } from './log.ts';
 import { lineChartSvg } from './plot.ts';
 import { learningRate, type Schedule } from './schedule.ts';
 import { setup, tokenizerText } from './setup.ts';
@@ -137,7 +137,7 @@ function plotLog(dir: string): void {
  * evaluations up to it (an evaluation at step N is logged after step N-1, before the save at N).
  * Anything later came from a run killed past its last checkpoint and is redone.
  */
-export function keptLogEntries(log: readonly LogStep[], step: number): LogStep[] {
+export function keptLogEntries(log: readonly LogEntry[], step: number): LogEntry[] {
   return log.filter((e) => (e.loss !== undefined ? e.step < step : e.step <= step));
 }
 

@@ -7,6 +7,7 @@ import { readAdamMoments } from '../model/optimizer-state.ts';
 import { tokenizerJsonText, trainByteLevelBpe } from '../tokenizer/bpe-trainer.ts';
 import { Tokenizer } from '../tokenizer/tokenizer.ts';
 import { fail } from '../util/errors.ts';
+import { readJsonFile } from '../util/files.ts';
 import type { NewModelOptions, TrainEvent, TrainOptions } from './run.ts';
 import { freshState, TRAINER_STATE_FILE, type TrainerState } from './trainer.ts';
 
@@ -38,7 +39,7 @@ export function newModelConfig(m: NewModelOptions): TokenFormerConfig {
 }
 
 function savedScheduleStart(dir: string): number {
-  const saved = JSON.parse(readFileSync(join(dir, TRAINER_STATE_FILE), 'utf8')) as {
+  const saved = readJsonFile(join(dir, TRAINER_STATE_FILE), 'TF_ERR_BAD_CHECKPOINT') as {
     schedule?: { startStep?: number };
   };
   return saved.schedule?.startStep ?? 0;

@@ -156,7 +156,7 @@ test("the tokenizer's checksum is recorded; another tokenizer is refused naming 
   const mismatch =
     /ck\/tokenizer.json is not the tokenizer .*ck\/config.json was saved with \(expected sha256 [0-9a-f]{12}…, found/;
   assert.throws(() => loadCheckpoint(dir), mismatch);
-  await assert.rejects(resolveExportDir(dir, join(root, 'cache')), mismatch);
+  await assert.rejects(resolveExport(dir, join(root, 'cache')), mismatch);
 
   // Written before the checksum existed: loads, with one warning line.
   const { sha256: _, ...older } = saved.tokenizer!;
