@@ -4,7 +4,8 @@ import { type AdminAnswer, type ServerProcess, sleep } from '../harness/server.t
 /**
  * The swaps of a soak: from → to → from … at a fixed period, the policy cycling migrate, migrate,
  * drain, drain so both directions run under both policies; one swap to the corrupt model (422,
- * nothing changes) in the third slot; and, once, a second swap sent while a swap runs (409).
+ * nothing changes) in the third slot; and, once, the same swap sent twice at the same moment: the
+ * one that arrives second finds the first running (409).
  */
 
 export type SwapKind = 'swap' | 'corrupt';
@@ -35,7 +36,10 @@ export interface SwapRecord extends PlannedSwap {
 export interface ConcurrentCheck {
   status: number;
   code: string | null;
-  /** 409 is what a second swap gets while one runs; 200 means the first one had already finished. */
+  /**
+   * The answer of the pair's loser: 409 is what a swap gets while another runs; 200 means the
+   * first had finished before the second arrived.
+   */
   verdict: 'refused-409' | 'inconclusive' | 'unexpected';
 }
 
@@ -128,25 +132,23 @@ export async function runSwaps(
     if (stop()) break;
     const before = swap.kind === 'corrupt' ? await active(server) : undefined;
     const sentAt = performance.now();
-    const request = server
-      .admin('/admin/swap', { model: swap.target, policy: swap.policy })
-      .catch((e: unknown) => (e instanceof Error ? e : new Error(String(e))));
-    // Once, on the first drain swap: a second swap while this one loads must get 409.
-    let second: Promise<AdminAnswer | Error> | undefined;
-    if (concurrent === null && swap.kind === 'swap' && swap.policy === 'drain') {
-      await sleep(50);
-      second = server
+    const send = () =>
+      server
         .admin('/admin/swap', { model: swap.target, policy: swap.policy })
         .catch((e: unknown) => (e instanceof Error ? e : new Error(String(e))));
-    }
-    const r = record(swap, sentAt, await request);
+    // Once, on the first drain swap: two at once, so whichever arrives second finds one running.
+    const twice: boolean = concurrent === null && swap.kind === 'swap' && swap.policy === 'drain';
+    const answers: (AdminAnswer | Error)[] = await Promise.all(twice ? [send(), send()] : [send()]);
+    // The plan's swap is the one that ran (both ask for the same model and policy).
+    const ran = answers.findIndex((a) => !(a instanceof Error) && a.status === 200);
+    const r = record(swap, sentAt, answers[Math.max(ran, 0)]!);
     if (swap.kind === 'corrupt') {
       r.activeBefore = before;
       r.activeAfter = await active(server);
     }
     swaps.push(r);
-    if (second) {
-      const a = await second;
+    if (twice) {
+      const a: AdminAnswer | Error = answers[ran === 0 ? 1 : 0]!;
       const status = a instanceof Error ? 0 : a.status;
       const code =
         a instanceof Error ? null : String((a.body.error as { code?: unknown } | undefined)?.code ?? '');
@@ -154,7 +156,7 @@ export async function runSwaps(
         status,
         code: code || null,
         verdict:
-          status === 409 && code === 'TF_ERR_SWAP_IN_PROGRESS'
+          ran >= 0 && status === 409 && code === 'TF_ERR_SWAP_IN_PROGRESS'
             ? 'refused-409'
             : status === 200
               ? 'inconclusive'

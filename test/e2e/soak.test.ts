@@ -44,7 +44,7 @@ test('soak: streams survive swaps both ways under both policies; nothing dropped
   assert.ok(r.swaps.by_policy.migrate > 0 && r.swaps.by_policy.drain > 0);
   assert.equal(r.swaps.corrupt?.status, 422, JSON.stringify(r.swaps.corrupt));
   assert.ok(r.swaps.corrupt.unchanged, 'the corrupt swap left the serving model as it was');
-  // A second swap sent 50 ms into a drain swap (which loads a model first) is refused.
+  // Of one drain swap sent twice at once, the request that arrives second is refused.
   assert.deepEqual(
     { status: r.swaps.concurrent?.status, code: r.swaps.concurrent?.code },
     { status: 409, code: 'TF_ERR_SWAP_IN_PROGRESS' },
