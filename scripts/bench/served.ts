@@ -1,5 +1,6 @@
 import { dirname } from 'node:path';
-import { SoakServer } from '../soak/server.ts';
+import { SseParser } from '../harness/sse.ts';
+import { startSoakServer } from '../soak/server.ts';
 
 /**
  * Served decode speed: `scripts/serve.ts` on a loopback port, streamed completions over HTTP/SSE
@@ -38,17 +39,14 @@ async function streamOnce(url: string, prompt: string, maxTokens: number): Promi
   if (res.status !== 200) throw new Error(`HTTP ${res.status}: ${(await res.text()).slice(0, 300)}`);
   const reader = res.body!.getReader();
   const decoder = new TextDecoder();
-  let buf = '';
+  const parser = new SseParser();
   let firstMs = 0;
   let tokens = 0;
   for (;;) {
     const { value, done } = await reader.read();
     if (done) break;
     if (firstMs === 0) firstMs = performance.now();
-    buf += decoder.decode(value, { stream: true });
-    for (let cut = buf.indexOf('\n\n'); cut >= 0; cut = buf.indexOf('\n\n')) {
-      const data = buf.slice(0, cut).replace(/^data: /, '');
-      buf = buf.slice(cut + 2);
+    for (const data of parser.push(decoder.decode(value, { stream: true }))) {
       if (data === '[DONE]' || !data.includes('"usage"')) continue;
       const usage = (JSON.parse(data) as { usage?: { completion_tokens?: number } | null }).usage;
       if (usage?.completion_tokens) tokens = usage.completion_tokens;
@@ -76,7 +74,7 @@ async function concurrent(url: string, n: number, maxTokens: number) {
 }
 
 export async function benchServed(o: ServedOptions) {
-  const server = await SoakServer.start({
+  const server = await startSoakServer({
     modelsRoot: dirname(o.exportDir),
     model: o.exportDir,
     cwd: process.cwd(),
@@ -92,6 +90,6 @@ export async function benchServed(o: ServedOptions) {
     for (const n of o.streams) out.push(await concurrent(server.url, n, o.maxTokens));
     return out;
   } finally {
-    await server.stop();
+    await server.stop(60_000);
   }
 }
