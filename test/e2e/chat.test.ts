@@ -4,16 +4,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import OpenAI from 'openai';
+import { ServerProcess } from '../../scripts/harness/server.ts';
+import { readSse, sseData } from '../../scripts/harness/sse.ts';
+import { openWs } from '../../scripts/harness/ws.ts';
 import { ChatTemplate, type TokenizerConfig } from '../../src/server/chat-template.ts';
 import { servedModel } from '../engine/served-model.ts';
-import {
-  CHROMIUM_FLAGS,
-  chromiumEvaluate,
-  chromiumPath,
-  openWs,
-  readSse,
-  ServerProcess,
-} from '../server/processes.ts';
+import { CHROMIUM_FLAGS, chromiumEvaluate, chromiumPath } from '../server/processes.ts';
 
 /**
  * Chat completions against a real server process: a checkpoint with a tokenizer_config.json (the
@@ -123,10 +119,7 @@ test('raw SSE: chat.completion.chunk events ending with data: [DONE]', async () 
   assert.match(res.headers.get('content-type')!, /^text\/event-stream/);
   const body = await readSse(res);
   assert.ok(body.endsWith('data: [DONE]\n\n'), body.slice(-200));
-  const data = body
-    .split('\n')
-    .filter((l) => l.startsWith('data: '))
-    .map((l) => l.slice(6));
+  const data = sseData(body);
   const chunks = data.slice(0, -1).map((d) => JSON.parse(d) as OpenAI.ChatCompletionChunk);
   assert.ok(chunks.every((c) => c.object === 'chat.completion.chunk'));
   assert.equal(chunks[0]!.choices[0]!.delta.role, 'assistant');

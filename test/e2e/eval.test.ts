@@ -4,6 +4,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { after, before, test } from 'node:test';
+import { ROOT, ServerProcess } from '../../scripts/harness/server.ts';
 import { loadCheckpoint } from '../../src/model/checkpoint.ts';
 import { Tokenizer } from '../../src/tokenizer/tokenizer.ts';
 import { evalBatches } from '../../src/train/batches.ts';
@@ -11,7 +12,6 @@ import { readDocuments, tokenizeCorpus } from '../../src/train/corpus.ts';
 import { freshState, Trainer } from '../../src/train/trainer.ts';
 import { OFFICIAL_OPTIMIZER } from '../../src/train/training-step.ts';
 import { servedModel } from '../engine/served-model.ts';
-import { ROOT, ServerProcess } from '../server/processes.ts';
 
 /**
  * `npm run eval` against a running server agrees with the trainer's evaluator (the eval graph of

@@ -1,11 +1,12 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
+import { sseData } from '../../scripts/harness/sse.ts';
 import { validateSamplingParams } from '../../src/engine/sampling/params.ts';
 import { SafeTensorsFile } from '../../src/formats/safetensors.ts';
 import type { CompletionResponse } from '../../src/server/openai.ts';
 import { FIXTURES } from '../helpers.ts';
-import { assertErrorShape, sseData, type TestApp, testApp } from './helpers.ts';
+import { assertErrorShape, type TestApp, testApp } from './helpers.ts';
 
 /**
  * Prompt scoring (`echo` + `logprobs`, `max_tokens` 0), as evaluation harnesses use it. The

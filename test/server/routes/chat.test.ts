@@ -1,9 +1,10 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
+import { sseData } from '../../../scripts/harness/sse.ts';
 import type { ChatChunk, ChatCompletion } from '../../../src/server/chat-openai.ts';
 import { ChatTemplate } from '../../../src/server/chat-template.ts';
 import type { CompletionResponse } from '../../../src/server/openai.ts';
-import { assertErrorShape, MODEL, sseData, type TestApp, testApp, VERSION } from '../helpers.ts';
+import { assertErrorShape, MODEL, type TestApp, testApp, VERSION } from '../helpers.ts';
 
 let t: TestApp;
 before(async () => {
