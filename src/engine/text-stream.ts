@@ -48,22 +48,22 @@ export async function* textStream(
     const by = u.model ? { model: u.model } : {};
     let emit = '';
     let stopped = false;
+    const feed = (piece: string, tokensOut: number) => {
+      const r = stop.push(piece, tokensOut >= params.min_tokens);
+      emit += r.emit;
+      stopped = r.stopped;
+      return stopped;
+    };
     const before = completion;
     completion += u.tokens.length;
     // Token by token, so that stop strings count only from the min_tokens-th token on.
     for (const [i, t] of u.tokens.entries()) {
       const last = i === u.tokens.length - 1;
       // The token that ended the sequence (end-of-text, a stop token id) is not text.
-      let piece = u.finish === 'stop' && last && stopTokens.has(t.token) ? '' : detok.push(t.token);
-      if (u.finish && last) piece += detok.flush();
-      const r = stop.push(piece, before + i + 1 >= params.min_tokens);
-      emit += r.emit;
-      if (r.stopped) {
-        stopped = true;
-        break;
-      }
+      const piece = u.finish === 'stop' && last && stopTokens.has(t.token) ? '' : detok.push(t.token);
+      if (feed(piece, before + i + 1)) break;
     }
-    if (!stopped && u.finish && u.tokens.length === 0) emit += stop.push(detok.flush()).emit;
+    if (!stopped && u.finish) feed(detok.flush(), completion);
     if (stopped) {
       yield { type: 'delta', text: emit, tokens: u.tokens, ...by };
       yield {

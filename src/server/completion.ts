@@ -1,7 +1,13 @@
 import type { SamplingParams } from '../engine/sampling/params.ts';
 import type { ServingEngine } from './context.ts';
-import { ApiError, quoted } from './errors.ts';
-import { checkTokenId, parseSamplingFields, type SamplingFieldsBody } from './sampling-fields.ts';
+import { ApiError } from './errors.ts';
+import {
+  checkChoices,
+  checkModelName,
+  checkTokenId,
+  parseSamplingFields,
+  type SamplingFieldsBody,
+} from './sampling-fields.ts';
 
 /**
  * A completion request as the HTTP route and the WebSocket receive it (after the JSON schema of
@@ -104,15 +110,9 @@ export function parseCompletionRequest(
   engine: ServingEngine,
   ctx: ParseContext,
 ): CompletionRequest {
-  if (body.model && body.model !== ctx.modelName) {
-    throw new ApiError(
-      'TF_ERR_MODEL_NOT_FOUND',
-      `the model ${quoted(body.model)} does not exist; this server serves ${JSON.stringify(ctx.modelName)}`,
-    );
-  }
+  checkModelName(body.model, ctx.modelName);
   if (body.suffix) bad('suffix is not supported (an empty one is accepted)');
   const n = body.n ?? 1;
-  if (!(Number.isSafeInteger(n) && n >= 1)) bad(`n must be an integer ≥ 1, got ${n}`);
   if (body.best_of != null && body.best_of !== n)
     bad('best_of is not supported (leave it unset or equal to n)');
 
@@ -126,16 +126,7 @@ export function parseCompletionRequest(
   });
 
   const prompts = promptInputs(engine, body.prompt, generate);
-  if (prompts.length * n > ctx.maxChoices)
-    bad(
-      `${prompts.length} prompt(s) × n=${n} asks for ${prompts.length * n} choices; the limit is ${ctx.maxChoices}`,
-    );
-  // Choices are admitted all or nothing: more than the engine can ever hold would be 429 forever.
-  const { maxSequences, maxQueue } = engine.capacity;
-  if (prompts.length * n > maxSequences + maxQueue)
-    bad(
-      `${prompts.length} prompt(s) × n=${n} asks for ${prompts.length * n} sequences at once; this server decodes ${maxSequences} (--max-sequences) and queues ${maxQueue} more (--max-queue), so the request could never be admitted`,
-    );
+  checkChoices(prompts.length, n, engine.capacity, ctx.maxChoices);
   const context = engine.manifest.model.max_seq_len;
   for (const [i, p] of prompts.entries()) {
     if (p.ids.length >= context + (generate ? 0 : 1)) {

@@ -1,13 +1,15 @@
+import type { EngineCapacity } from '../engine/engine.ts';
 import { MAX_LOGPROBS, type SamplingParams, validateSamplingParams } from '../engine/sampling/params.ts';
 import type { Tokenizer } from '../tokenizer/tokenizer.ts';
 import { ApiError, quoted } from './errors.ts';
 
 /**
  * The request fields that POST /v1/completions, POST /v1/chat/completions and the WebSocket's
- * `completion.create` share: their JSON schema (types; fastify answers a mismatch with 400) and
- * one parser that checks their values against the served model and refuses the fields OpenAI
- * clients send that this server knows but does not implement. Unknown fields are ignored, as
- * OpenAI clients send fields that no server uses.
+ * `completion.create` share: their JSON schema (types; fastify answers a mismatch with 400), one
+ * parser that checks their values against the served model and refuses the fields OpenAI
+ * clients send that this server knows but does not implement, and the checks of `model` and of
+ * the number of choices. Unknown fields are ignored, as OpenAI clients send fields that no
+ * server uses.
  */
 
 type Maybe<T> = T | null | undefined;
@@ -77,6 +79,32 @@ const bad = (message: string): never => {
 export function checkTokenId(tokenizer: Tokenizer, id: number, what: string): void {
   if (!Number.isSafeInteger(id) || id < 0 || id >= tokenizer.vocabSize || tokenizer.idToToken(id) === null)
     bad(`${what} ${id} is not in the vocabulary (ids 0 to ${tokenizer.vocabSize - 1})`);
+}
+
+/** Refuses a `model` that names another model than the one served (404). */
+export function checkModelName(model: Maybe<string>, served: string): void {
+  if (model && model !== served)
+    throw new ApiError(
+      'TF_ERR_MODEL_NOT_FOUND',
+      `the model ${quoted(model)} does not exist; this server serves ${JSON.stringify(served)}`,
+    );
+}
+
+/**
+ * Checks that `prompts × n` choices are allowed: at most `maxChoices` (ServerLimits), and no
+ * more than the engine can ever hold at once. Choices are admitted all or nothing, so a request
+ * beyond its slots plus its queue would be refused with 429 forever; it is a 400 instead.
+ */
+export function checkChoices(prompts: number, n: number, capacity: EngineCapacity, maxChoices: number): void {
+  if (!(Number.isSafeInteger(n) && n >= 1)) bad(`n must be an integer ≥ 1, got ${n}`);
+  const choices = prompts * n;
+  if (choices > maxChoices)
+    bad(`${prompts} prompt(s) × n=${n} asks for ${choices} choices; the limit is ${maxChoices}`);
+  const { maxSequences, maxQueue } = capacity;
+  if (choices > maxSequences + maxQueue)
+    bad(
+      `${prompts} prompt(s) × n=${n} asks for ${choices} sequences at once; this server decodes ${maxSequences} (--max-sequences) and queues ${maxQueue} more (--max-queue), so the request could never be admitted`,
+    );
 }
 
 /**
