@@ -1,5 +1,5 @@
 # syntax=docker/dockerfile:1
-# GPU serving image: CUDA 13 + cuDNN 9, onnxruntime-node with its CUDA execution provider.
+# GPU serving image: CUDA 13 + cuDNN 9, onnxruntime-node with its CUDA execution provider (from npm).
 #   docker build -t tokenformer:gpu .
 #   docker run --rm --gpus all -p 8080:8080 tokenformer:gpu
 # CPU-only image: Dockerfile.cpu. Kubernetes: deploy/kubernetes/.
@@ -23,14 +23,18 @@ COPY src ./src
 COPY scripts ./scripts
 RUN npx tsc --noEmit -p tsconfig.json
 
-# 2. Production dependencies with the CUDA provider. ONNXRUNTIME_NODE_INSTALL is not set here (CI and
-# CPU installs set it to skip), and the flag asks for the download: its install script fetches
-# libonnxruntime_providers_{shared,cuda,tensorrt}.so (NuGet Microsoft.ML.OnnxRuntime.Gpu.Linux, its
-# manifest named "cuda12", the only one it knows) into its bin/ folder. Needs api.nuget.org.
+# 2. Production dependencies with the CUDA provider, all from the npm registry: `npm ci` with
+# onnxruntime-node's own NuGet download skipped, then `npm run setup:cuda` fetches the provider
+# package pinned in scripts/cuda/provider-package.ts, checks every file's SHA-256 and installs
+# libonnxruntime_providers_{cuda,shared,tensorrt}.so beside onnxruntime-node's core.
 FROM ${NODE_IMAGE} AS deps
 WORKDIR /app
-COPY package.json package-lock.json .npmrc ./
-RUN npm ci --omit=dev --no-audit --no-fund --onnxruntime-node-install \
+COPY package.json package-lock.json .npmrc tsconfig.json ./
+COPY src ./src
+COPY scripts ./scripts
+RUN ONNXRUNTIME_NODE_INSTALL=skip npm ci --omit=dev --no-audit --no-fund \
+ && npm run setup:cuda -- --cache-dir /tmp/cuda-provider \
+ && rm -rf /tmp/cuda-provider \
  && test -f node_modules/onnxruntime-node/bin/napi-v6/linux/x64/libonnxruntime_providers_cuda.so
 
 # 3. Runtime: the CUDA 13 + cuDNN 9 runtime (DESIGN.md §3) and the node binary of stages 1-2.

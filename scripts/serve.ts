@@ -1,5 +1,6 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { basename, resolve } from 'node:path';
+import { cudaProblem } from '../src/engine/cuda.ts';
 import type { Engine } from '../src/engine/engine.ts';
 import { findModelDir } from '../src/engine/model-dir.ts';
 import { ModelRegistry, type SwapEvent } from '../src/engine/registry.ts';
@@ -53,6 +54,9 @@ runMain(async () => {
   const device = flags.device ?? env.DEVICE ?? D.device;
   if (device !== 'auto' && device !== 'cpu' && device !== 'cuda')
     fail('TF_ERR_BAD_ARGS', `--device must be auto, cpu or cuda, got ${device}\nusage: ${USAGE}`);
+  // Before listening or exporting anything: a missing CUDA piece is one line, at once.
+  const cuda = device === 'cuda' ? cudaProblem() : undefined;
+  if (cuda) fail('TF_ERR_RUNTIME', `--device cuda: ${cuda}`);
   const host = flags.host ?? env.HOST ?? D.host;
   const port = int('port', flags.port ?? env.PORT, D.port, 0);
   const threads = int('threads', flags.threads, 0, 0);

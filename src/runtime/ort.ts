@@ -1,5 +1,6 @@
 import * as ort from 'onnxruntime-node';
 import { fail } from '../util/errors.ts';
+import { cudaProblem, shortNativeError } from './cuda.ts';
 
 /**
  * The only module that imports onnxruntime-node. It creates sessions (CUDA with a logged CPU
@@ -8,6 +9,11 @@ import { fail } from '../util/errors.ts';
  */
 
 export type Device = 'auto' | 'cpu' | 'cuda';
+
+// onnxruntime's own log lines (a failed provider load prints several, in colour) would reach the
+// terminal beside our one-line reason; its errors still arrive as exceptions. Set before the
+// first session: the level is read once. TOKENFORMER_ORT_LOG_LEVEL=warning shows them again.
+ort.env.logLevel = (process.env.TOKENFORMER_ORT_LOG_LEVEL ?? 'fatal') as typeof ort.env.logLevel;
 
 export interface SessionOptions {
   device?: Device;
@@ -21,13 +27,24 @@ export interface SessionOptions {
   optimizedModelPath?: string;
   /** Records onnxruntime's per-node profile; `endProfiling()` writes `<prefix>_<time>.json`. */
   profilePrefix?: string;
+  /** Where outputs stay: 'gpu-buffer' asks onnxruntime to keep them on the device. */
+  preferredOutputLocation?: 'cpu' | 'gpu-buffer';
 }
 
-export type Feed = Float32Array | Float64Array | BigInt64Array | Int32Array | Uint8Array;
+/** float16 data travels as its bits in a Uint16Array. */
+export type Feed = Float32Array | Float64Array | BigInt64Array | Int32Array | Uint8Array | Uint16Array;
+
+/** [data, dims] or [data, dims, 'float16'] (a Uint16Array is uint16 unless marked). */
+export type FeedEntry =
+  | readonly [Feed, readonly number[]]
+  | readonly [Uint16Array, readonly number[], 'float16'];
 
 export interface TensorOut {
-  readonly data: Float32Array | Float64Array | BigInt64Array | Int32Array | Uint8Array;
+  readonly data: Float32Array | Float64Array | BigInt64Array | Int32Array | Uint8Array | Uint16Array;
   readonly dims: readonly number[];
+  readonly type: string;
+  /** 'cpu', or 'gpu-buffer' when the output stayed on the device. */
+  readonly location: string;
 }
 
 export class OrtSession {
@@ -46,6 +63,7 @@ export class OrtSession {
       graphOptimizationLevel: opts.graphOptimization ?? 'all',
       ...(opts.optimizedModelPath ? { optimizedModelFilePath: opts.optimizedModelPath } : {}),
       ...(opts.profilePrefix ? { enableProfiling: true, profileFilePrefix: opts.profilePrefix } : {}),
+      ...(opts.preferredOutputLocation ? { preferredOutputLocation: opts.preferredOutputLocation } : {}),
       ...(opts.intraOpThreads ? { intraOpNumThreads: opts.intraOpThreads } : {}),
       ...(opts.interOpThreads ? { interOpNumThreads: opts.interOpThreads } : {}),
     };
@@ -56,12 +74,19 @@ export class OrtSession {
         : ort.InferenceSession.create(model, o);
     };
     if (device !== 'cpu') {
-      try {
-        return new OrtSession(await open(['cuda']), 'cuda');
-      } catch (err) {
-        const reason = err instanceof Error ? err.message : String(err);
-        if (device === 'cuda') fail('TF_ERR_RUNTIME', `CUDA execution provider unavailable: ${reason}`, err);
-        opts.onFallback?.(reason);
+      // Missing pieces are named from our own checks; only a complete install reaches onnxruntime.
+      const problem = cudaProblem();
+      if (problem) {
+        if (device === 'cuda') fail('TF_ERR_RUNTIME', `--device cuda: ${problem}`);
+        opts.onFallback?.(problem);
+      } else {
+        try {
+          return new OrtSession(await open(['cuda']), 'cuda');
+        } catch (err) {
+          const reason = `no usable CUDA device: ${shortNativeError(err instanceof Error ? err.message : String(err))}`;
+          if (device === 'cuda') fail('TF_ERR_RUNTIME', `--device cuda: ${reason}`, err);
+          opts.onFallback?.(reason);
+        }
       }
     }
     try {
@@ -74,7 +99,7 @@ export class OrtSession {
 
   /** Runs the graph; `feeds` maps input names to [data, dims]. Inputs are passed without copying. */
   async run(
-    feeds: Record<string, readonly [Feed, readonly number[]]>,
+    feeds: Record<string, FeedEntry>,
     outputs?: readonly string[],
   ): Promise<Record<string, TensorOut>> {
     const missing = this.session.inputNames.filter((n) => !(n in feeds));
@@ -88,13 +113,18 @@ export class OrtSession {
       );
     }
     const ortFeeds: Record<string, ort.Tensor> = {};
-    for (const [name, [data, dims]] of Object.entries(feeds)) ortFeeds[name] = new ort.Tensor(data, dims);
+    for (const [name, [data, dims, type]] of Object.entries(feeds)) {
+      ortFeeds[name] = type ? new ort.Tensor(type, data, dims) : new ort.Tensor(data, dims);
+    }
     const result = outputs
       ? await this.session.run(ortFeeds, [...outputs])
       : await this.session.run(ortFeeds);
     const out: Record<string, TensorOut> = {};
     for (const [name, t] of Object.entries(result)) {
-      out[name] = { data: t.data as TensorOut['data'], dims: t.dims };
+      out[name] =
+        t.location === 'cpu'
+          ? { data: t.data as TensorOut['data'], dims: t.dims, type: t.type, location: t.location }
+          : { data: new Float32Array(0), dims: t.dims, type: t.type, location: t.location };
     }
     return out;
   }

@@ -270,17 +270,19 @@ describe('Dockerfiles', () => {
     });
   }
 
-  test('gpu: CUDA 13 + cuDNN 9 runtime, with onnxruntime-node’s CUDA provider installed', () => {
+  test('gpu: CUDA 13 + cuDNN 9 runtime, with the CUDA provider installed from npm by setup:cuda', () => {
     const stages = dockerfiles.gpu;
     assert.match(finalStage(stages).image, /^nvidia\/cuda:13\.\d+\.\d+-cudnn-runtime-ubuntu\d+\.\d+$/);
     const deps = stages.find((s) => s.name === 'deps');
     assert.ok(deps);
-    assert.ok(!envOf(deps).has('ONNXRUNTIME_NODE_INSTALL'), 'the GPU image does not skip the CUDA download');
     const install = instructionsOf(deps, 'RUN').find((r) => r.args.includes('npm ci'));
     assert.ok(install, 'the deps stage runs npm ci');
     assert.ok(install.args.includes('--omit=dev'));
-    assert.ok(install.args.includes('--onnxruntime-node-install'));
-    assert.ok(install.args.includes('libonnxruntime_providers_cuda.so'), 'the download is verified');
+    // Nothing from outside npm: onnxruntime-node's own NuGet download stays skipped.
+    assert.ok(install.args.includes('ONNXRUNTIME_NODE_INSTALL=skip npm ci'));
+    assert.ok(!install.args.includes('--onnxruntime-node-install'));
+    assert.ok(install.args.includes('npm run setup:cuda'), 'the provider comes from the npm registry');
+    assert.ok(install.args.includes('libonnxruntime_providers_cuda.so'), 'the install is checked');
     assert.ok(
       instructionsOf(finalStage(stages), 'RUN').some((r) => r.args.includes('ldd')),
       'the provider’s CUDA libraries are checked against the runtime image',

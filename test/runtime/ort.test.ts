@@ -44,10 +44,7 @@ test('device auto falls back to CPU with a reason when CUDA cannot be used; cuda
   }
   assert.equal(s.device, 'cpu');
   assert.equal(reasons.length, 1);
-  assert.ok(reasons[0]!.length > 0);
+  assert.match(reasons[0]!, /^[^\n]+$/, 'one line');
   await s.release();
-  await assert.rejects(
-    OrtSession.create(addGraph(), { device: 'cuda' }),
-    /CUDA execution provider unavailable/,
-  );
+  await assert.rejects(OrtSession.create(addGraph(), { device: 'cuda' }), /: --device cuda: [^\n]+$/);
 });

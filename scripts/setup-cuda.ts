@@ -1,0 +1,40 @@
+import { cudaProblem, cudaReadiness, libraryPathWith } from '../src/engine/cuda.ts';
+import { parseFlags, progress, runMain } from '../src/util/cli.ts';
+import { installCudaProvider } from './cuda/install.ts';
+import { CUDA_PROVIDER_PACKAGE as PKG } from './cuda/provider-package.ts';
+
+const USAGE = 'npm run setup:cuda [-- --cache-dir DIR] [--tarball PATH]';
+
+runMain(async () => {
+  const flags = parseFlags(USAGE, { 'cache-dir': { type: 'string' }, tarball: { type: 'string' } });
+  if (flags.help) return void console.log(USAGE);
+  const log = progress('setup:cuda');
+  const r = installCudaProvider({
+    cacheDir: flags['cache-dir'] ?? '.cache/cuda-provider',
+    ...(flags.tarball ? { tarball: flags.tarball } : {}),
+    log,
+  });
+  console.log(
+    r.installed.length
+      ? `installed ${r.installed.join(', ')} (${PKG.name}@${PKG.version}, SHA-256 verified) into ${r.dir}`
+      : `the CUDA provider is already installed in ${r.dir} (SHA-256 verified)`,
+  );
+  const ready = cudaReadiness();
+  console.log('CUDA libraries:');
+  for (const l of ready.libraries) console.log(`  ${l.name.padEnd(20)} ${l.path ?? 'NOT FOUND'}`);
+  const problem = cudaProblem(ready);
+  if (!problem) return void console.log('ready: --device cuda can load the provider (a GPU is still needed)');
+  console.log(`missing: ${ready.missingLibraries.join(', ')}`);
+  if (ready.suggestedLibraryDirs.length) {
+    console.log(
+      `fix: found them in pip wheels; before starting node:\n  export LD_LIBRARY_PATH=${libraryPathWith(ready.suggestedLibraryDirs)}`,
+    );
+  } else {
+    console.log(
+      'fix: install the NVIDIA driver (libcuda.so.1) and CUDA 13 + cuDNN 9, or a PyTorch cu130 wheel set, then point\n' +
+        '  LD_LIBRARY_PATH at their lib folders, e.g. for pip wheels:\n' +
+        '  SP=$(python3 -c \'import sysconfig; print(sysconfig.get_paths()["purelib"])\')\n' +
+        '  export LD_LIBRARY_PATH=$SP/nvidia/cu13/lib:$SP/nvidia/cudnn/lib:$LD_LIBRARY_PATH',
+    );
+  }
+});
