@@ -1,9 +1,9 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { basename, resolve } from 'node:path';
-import { cudaProblem } from '../src/engine/cuda.ts';
 import type { Engine } from '../src/engine/engine.ts';
 import { findModelDir } from '../src/engine/model-dir.ts';
 import { ModelRegistry, type SwapEvent } from '../src/engine/registry.ts';
+import { cudaProblem } from '../src/runtime/cuda.ts';
 import { buildApp } from '../src/server/app.ts';
 import { parseApiKeys, parseCorsOrigins } from '../src/server/auth.ts';
 import { ChatTemplate } from '../src/server/chat-template.ts';

@@ -1,4 +1,4 @@
-import { cudaProblem, cudaReadiness, libraryPathWith } from '../src/engine/cuda.ts';
+import { cudaProblem, cudaReadiness, libraryPathWith } from '../src/runtime/cuda.ts';
 import { parseFlags, progress, runMain } from '../src/util/cli.ts';
 import { installCudaProvider } from './cuda/install.ts';
 import { CUDA_PROVIDER_PACKAGE as PKG } from './cuda/provider-package.ts';

@@ -12,9 +12,9 @@ import {
 } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join, resolve } from 'node:path';
-import { CUDA_PROVIDER_FILES, ortBinaryDir } from '../../src/engine/cuda.ts';
-import { fileSha256 } from '../../src/model/checkpoint.ts';
+import { CUDA_PROVIDER_FILES, ortBinaryDir } from '../../src/runtime/cuda.ts';
 import { fail } from '../../src/util/errors.ts';
+import { fileSha256 } from '../../src/util/files.ts';
 import { CUDA_PROVIDER_PACKAGE as PKG } from './provider-package.ts';
 
 /**

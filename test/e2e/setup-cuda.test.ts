@@ -10,7 +10,7 @@ import {
   TARBALL_NAME,
   verifiedFile,
 } from '../../scripts/cuda/install.ts';
-import { CUDA_PROVIDER_FILES } from '../../src/engine/cuda.ts';
+import { CUDA_PROVIDER_FILES } from '../../src/runtime/cuda.ts';
 import { tempDir } from '../helpers.ts';
 
 const ROOT = resolve(import.meta.dirname, '../..');

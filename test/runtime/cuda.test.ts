@@ -7,7 +7,7 @@ import {
   libraryPathWith,
   probeLibraries,
   shortNativeError,
-} from '../../src/engine/cuda.ts';
+} from '../../src/runtime/cuda.ts';
 
 test('the dynamic loader is asked: libc loads (with its path), an absent soname is named', () => {
   const [libc, absent] = probeLibraries(['libc.so.6', 'libtokenformer-absent.so.1']);
