@@ -9,6 +9,7 @@ import { readJsonFile } from '../util/files.ts';
 import { startWorker } from '../util/worker.ts';
 import type { KvSnapshot } from './kv-cache.ts';
 import type {
+  DraftConfig,
   EngineStats,
   FromWorker,
   GeneratedToken,
@@ -36,6 +37,8 @@ export interface EngineOptions {
   maxSequences: number;
   maxQueue: number;
   prefillChunk: number;
+  /** A draft model for speculative decoding (see src/engine/draft.ts for how one is chosen). */
+  draft?: DraftConfig;
 }
 
 /**
@@ -46,6 +49,11 @@ export interface EngineCapacity {
   maxSequences: number;
   maxQueue: number;
 }
+
+/** The draft model as loaded: its export, or why it is not used. */
+export type DraftStatus =
+  | { used: true; exportDir: string }
+  | { used: false; exportDir: string; reason: string };
 
 interface Stream {
   push(e: TokenUpdate | Error): void;
@@ -77,7 +85,15 @@ export class Engine extends EventEmitter {
     { resolve(t: GeneratedToken[]): void; reject(e: Error): void }
   >();
   private nextId = 1;
-  private latest: EngineStats = { running: 0, waiting: 0, kvUsage: 0, kvBytes: 0, kvBytesPerToken: 0 };
+  private latest: EngineStats = {
+    running: 0,
+    waiting: 0,
+    kvUsage: 0,
+    kvBytes: 0,
+    kvBytesPerToken: 0,
+    specDrafted: 0,
+    specAccepted: 0,
+  };
   private dead: Error | undefined;
   private closing = false;
 
@@ -90,6 +106,8 @@ export class Engine extends EventEmitter {
     readonly capacity: EngineCapacity,
     /** The model's tokenizer_config.json (its chat template), when the export has one. */
     readonly tokenizerConfig: Record<string, unknown> | null = null,
+    /** The draft model, when one was configured. */
+    readonly draft: DraftStatus | undefined = undefined,
   ) {
     super();
     worker.on('message', (m: FromWorker) => this.onMessage(m));
@@ -141,6 +159,12 @@ export class Engine extends EventEmitter {
       worker.off('message', onMessage!).off('error', onError!).off('exit', onExit!);
     });
     const capacity = { maxSequences: opts.maxSequences, maxQueue: opts.maxQueue };
+    const draft: DraftStatus | undefined =
+      opts.draft && ready.draft
+        ? ready.draft.used
+          ? { used: true, exportDir: opts.draft.exportDir }
+          : { used: false, exportDir: opts.draft.exportDir, reason: ready.draft.reason }
+        : undefined;
     return new Engine(
       worker,
       manifest,
@@ -149,6 +173,7 @@ export class Engine extends EventEmitter {
       ready.fallbackReason,
       capacity,
       tokenizerConfig,
+      draft,
     );
   }
 

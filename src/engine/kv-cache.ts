@@ -285,8 +285,9 @@ export class KvCache {
 
   /**
    * Writes one layer's new keys/values for row `row` of a decoder run into `slot`, at positions
-   * length(slot) .. length(slot)+newCount−1. `presentKey`/`presentValue` are the run's
-   * [batch, H, newCount, Dh] outputs; keys are transposed into [H, Dh, cap]. The length moves
+   * length(slot) .. length(slot)+take−1. `presentKey`/`presentValue` are the run's
+   * [batch, H, newCount, Dh] outputs; only the first `take` positions of the row are kept (the
+   * rest pad a shorter row of a batch). Keys are transposed into [H, Dh, cap]. The length moves
    * only at `advance`, after every layer is written.
    */
   append(
@@ -296,12 +297,14 @@ export class KvCache {
     presentValue: Float32Array,
     row: number,
     newCount: number,
+    take = newCount,
   ): void {
     this.checkSlot(slot);
     const { heads: h, headDim: dh, cap } = this;
     const start = this.lengths[slot]!;
     invariant(layer >= 0 && layer < this.layers, `layer ${layer} out of range`);
-    invariant(start + newCount <= cap, `append past capacity (${start}+${newCount} > ${cap}): reserve first`);
+    invariant(take >= 0 && take <= newCount, `take ${take} of ${newCount} new positions`);
+    invariant(start + take <= cap, `append past capacity (${start}+${take} > ${cap}): reserve first`);
     const block = h * newCount * dh; // one row of the present tensors
     invariant(
       presentKey.length >= (row + 1) * block && presentValue.length >= (row + 1) * block,
@@ -312,8 +315,8 @@ export class KvCache {
     const base = slot * this.slotSize();
     for (let hh = 0; hh < h; hh++) {
       const src = row * block + hh * newCount * dh; // [newCount, Dh] of this head
-      values.set(presentValue.subarray(src, src + newCount * dh), base + (hh * cap + start) * dh);
-      for (let t = 0; t < newCount; t++) {
+      values.set(presentValue.subarray(src, src + take * dh), base + (hh * cap + start) * dh);
+      for (let t = 0; t < take; t++) {
         const s = src + t * dh;
         let dst = base + hh * dh * cap + start + t;
         for (let d = 0; d < dh; d++, dst += cap) keys[dst] = presentKey[s + d]!;
@@ -326,6 +329,19 @@ export class KvCache {
     this.checkSlot(slot);
     invariant(this.lengths[slot]! + count <= this.cap, 'advance past capacity');
     this.lengths[slot] = this.lengths[slot]! + count;
+  }
+
+  /**
+   * Forgets a slot's positions from `length` on (speculative tokens the target rejected). The
+   * data stays as stale, masked positions and is overwritten by the next append.
+   */
+  truncate(slot: number, length: number): void {
+    this.checkSlot(slot);
+    invariant(
+      Number.isInteger(length) && length >= 0 && length <= this.lengths[slot]!,
+      `truncate slot ${slot} to ${length} of ${this.lengths[slot]} positions`,
+    );
+    this.lengths[slot] = length;
   }
 
   /** Copies a slot's cached positions out, compact (see KvSnapshot). */

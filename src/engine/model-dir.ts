@@ -18,9 +18,10 @@ import { fileSha256Async } from '../util/files.ts';
 /**
  * Part of the cache key: bumped when exports gain something older cached ones lack (v2: the
  * checkpoint's provenance and lineage in the manifest, which lossless hot swaps read; v3: fused
- * serving kernels in decoder.onnx; v4: the tokenizer_config.json, whose contents are part of the key).
+ * serving kernels in decoder.onnx; v4: the tokenizer_config.json, whose contents are part of the key;
+ * v5: the decoder's `logit_positions` input, which speculative decoding needs).
  */
-const EXPORT_CACHE_VERSION = 'export-cache-v4';
+const EXPORT_CACHE_VERSION = 'export-cache-v5';
 
 /** `--model` is a directory, or a name under the models root (`--model default` → models/default). */
 export function findModelDir(model: string, modelsDir: string): string {

@@ -19,6 +19,16 @@ export interface WorkerConfig {
   /** Prompt tokens prefilled per scheduler step (chunked prefill keeps decode latency low). */
   prefillChunk: number;
   eosTokenId: number | null;
+  /** A draft model for speculative decoding (src/engine/speculative.ts), loaded in the same worker. */
+  draft?: DraftConfig;
+}
+
+export interface DraftConfig {
+  exportDir: string;
+  /** Most tokens drafted per step (k adapts in 1..maxDraft). */
+  maxDraft?: number;
+  /** Larger decode batches run without the draft. */
+  maxBatch?: number;
 }
 
 /**
@@ -63,10 +73,21 @@ export interface EngineStats {
   kvUsage: number;
   kvBytes: number;
   kvBytesPerToken: number;
+  /** Speculative decoding so far: tokens the draft proposed, and those the target accepted. */
+  specDrafted: number;
+  specAccepted: number;
 }
 
 export type FromWorker =
-  | { type: 'ready'; device: 'cpu' | 'cuda'; fallbackReason?: string; vocabSize: number; maxSeqLen: number }
+  | {
+      type: 'ready';
+      device: 'cpu' | 'cuda';
+      fallbackReason?: string;
+      vocabSize: number;
+      maxSeqLen: number;
+      /** Whether the draft model loaded and is used, or why not. */
+      draft?: { used: true } | { used: false; reason: string };
+    }
   | { type: 'admitted'; id: number; queueMs: number }
   | { type: 'step'; updates: SequenceUpdate[]; stats: EngineStats }
   | { type: 'rejected'; id: number; code: string; message: string }

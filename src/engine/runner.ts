@@ -1,6 +1,7 @@
 import { join } from 'node:path';
 import {
   DECODER_INPUT_IDS,
+  DECODER_LOGIT_POSITIONS,
   DECODER_LOGITS,
   DECODER_PAST_LENGTHS,
   DECODER_POSITIONS,
@@ -39,6 +40,11 @@ export interface RunnerOptions {
 
 export class ModelRunner {
   readonly config: TokenFormerConfig;
+  /**
+   * The decoder takes `logit_positions` (exports since the verification variant): `extend` can
+   * return logits for every fed position and feed rows of different lengths in one run.
+   */
+  readonly canVerify: boolean;
   private readonly cache: KvCache;
   private readonly slotOf = new Map<number, number>(); // sequence id → slot
   private readonly idAt: number[] = []; // slot → sequence id
@@ -55,6 +61,7 @@ export class ModelRunner {
     initialCapacity: number | undefined,
   ) {
     this.config = manifest.model;
+    this.canVerify = session.inputNames.includes(DECODER_LOGIT_POSITIONS);
     this.cache = new KvCache({
       layers: this.config.num_layers,
       heads: this.config.num_heads,
@@ -86,6 +93,7 @@ export class ModelRunner {
     });
     const expected = [DECODER_INPUT_IDS, DECODER_POSITIONS, DECODER_PAST_LENGTHS];
     for (let i = 0; i < manifest.model.num_layers; i++) expected.push(pastKeyName(i), pastValueName(i));
+    if (session.inputNames.includes(DECODER_LOGIT_POSITIONS)) expected.push(DECODER_LOGIT_POSITIONS);
     const missing = expected.filter((n) => !session.inputNames.includes(n));
     if (missing.length || session.inputNames.length !== expected.length) {
       await session.release();
@@ -180,33 +188,90 @@ export class ModelRunner {
    * Returns logits [ids.length × V], row j for ids[j].
    */
   decode(ids: readonly number[], tokens: readonly number[]): Promise<Float32Array> {
-    return this.exclusive(async () => {
-      if (ids.length === 0 || ids.length !== tokens.length) {
-        fail(
+    if (ids.length === 0 || ids.length !== tokens.length) {
+      return Promise.reject(
+        new TokenFormerError(
           'TF_ERR_BAD_ARGS',
           `decode needs one token per sequence: ${ids.length} ids, ${tokens.length} tokens`,
-        );
-      }
+        ),
+      );
+    }
+    return this.extend(
+      ids,
+      tokens.map((t) => [t]),
+      'last',
+    );
+  }
+
+  /**
+   * Appends `rows[j]` (one or more tokens, lengths may differ) to sequence `ids[j]`, all in one
+   * run. `last`: logits after each row's last token, [ids.length × V], row j for ids[j]. `all`:
+   * logits after every fed token, rows in the order of `ids`, [Σ rows[j].length × V] — what
+   * speculative verification reads. Rows of different lengths, and `all`, need `canVerify`.
+   */
+  extend(
+    ids: readonly number[],
+    rows: readonly (readonly number[])[],
+    logits: 'last' | 'all',
+  ): Promise<Float32Array> {
+    return this.exclusive(async () => {
+      if (ids.length === 0 || ids.length !== rows.length)
+        fail('TF_ERR_BAD_ARGS', `extend needs one row per sequence: ${ids.length} ids, ${rows.length} rows`);
       if (new Set(ids).size !== ids.length)
         fail('TF_ERR_BAD_ARGS', `decode: duplicate sequence ids in [${ids}]`);
-      this.checkTokens(tokens);
-      ids.forEach((id) => {
-        this.checkContext(id, this.slotFor(id), 1);
+      const ragged = rows.some((r) => r.length !== rows[0]!.length);
+      if ((ragged || logits === 'all') && !this.canVerify) {
+        fail(
+          'TF_ERR_BAD_ARGS',
+          'this export has no logit_positions input (exported before speculative decoding); re-export it',
+        );
+      }
+      rows.forEach((r, j) => {
+        if (r.length === 0) fail('TF_ERR_BAD_ARGS', `sequence ${ids[j]}: an empty row`);
+        this.checkTokens(r);
+        this.checkContext(ids[j]!, this.slotFor(ids[j]!), r.length);
       });
       const first = this.makeContiguous(ids.map((id) => this.slotFor(id)));
       const order = ids.map((_, j) => j).sort((a, b) => this.slotFor(ids[a]!) - this.slotFor(ids[b]!));
-      const logits = await this.run(
-        first,
-        order.map((j) => [tokens[j]!]),
-      );
-      if (order.every((j, row) => j === row)) return logits;
+      const sorted = order.map((j) => rows[j]!);
+      const out = await this.run(first, sorted, logits === 'all');
       const v = this.config.vocab_size;
-      const out = new Float32Array(ids.length * v);
+      const m = Math.max(...rows.map((r) => r.length));
+      if (logits === 'last') {
+        if (order.every((j, row) => j === row)) return out;
+        const res = new Float32Array(ids.length * v);
+        order.forEach((j, row) => {
+          res.set(out.subarray(row * v, (row + 1) * v), j * v);
+        });
+        return res;
+      }
+      // `out` is [B, m, V] in slot order; gather each row's first rows[j].length positions.
+      const offsets: number[] = [];
+      let total = 0;
+      for (const r of rows) {
+        offsets.push(total);
+        total += r.length;
+      }
+      const res = new Float32Array(total * v);
       order.forEach((j, row) => {
-        out.set(logits.subarray(row * v, (row + 1) * v), j * v);
+        const n = rows[j]!.length;
+        res.set(out.subarray(row * m * v, (row * m + n) * v), offsets[j]! * v);
       });
-      return out;
+      return res;
     });
+  }
+
+  /**
+   * Rolls a sequence back to its first `length` cached tokens (speculative tokens the target
+   * rejected). Only ever shortens.
+   */
+  truncate(id: number, length: number): void {
+    const slot = this.slotFor(id);
+    const have = this.cache.length(slot);
+    if (!Number.isInteger(length) || length < 0 || length > have)
+      fail('TF_ERR_BAD_ARGS', `sequence ${id}: cannot truncate ${have} cached tokens to ${length}`);
+    if (this.busy) fail('TF_ERR_RUNTIME', `sequence ${id}: truncate during a run`);
+    this.cache.truncate(slot, length);
   }
 
   /** Ends a sequence and frees its slot (after the current run, if one is in flight). */
@@ -307,26 +372,31 @@ export class ModelRunner {
   }
 
   /**
-   * One decoder run over the contiguous slots first..first+rows.length−1, each row adding the
-   * same number of tokens; writes the new keys/values into the cache and returns the logits of
-   * each row's last token, [rows × V].
+   * One decoder run over the contiguous slots first..first+rows.length−1. Shorter rows are
+   * padded to the longest (their last token repeated; the padding's keys/values are not kept,
+   * and causal attention keeps it from touching the real positions). Writes the new keys/values
+   * into the cache and returns logits: each row's last token [rows × V], or with `all` every
+   * position [rows × n × V] (padding included; the caller drops it).
    */
-  private async run(first: number, rows: readonly (readonly number[])[]): Promise<Float32Array> {
+  private async run(first: number, rows: readonly (readonly number[])[], all = false): Promise<Float32Array> {
     const b = rows.length;
-    const n = rows[0]!.length;
+    const n = Math.max(...rows.map((r) => r.length));
     let needed = 0;
-    for (let r = 0; r < b; r++) needed = Math.max(needed, this.cache.length(first + r) + n);
+    for (let r = 0; r < b; r++) needed = Math.max(needed, this.cache.length(first + r) + rows[r]!.length);
     this.cache.reserve(needed); // before taking views: growth re-lays out the buffers
     const ids = new BigInt64Array(b * n);
     const positions = new BigInt64Array(b * n);
     const pastLengths = new BigInt64Array(b);
+    const m = all ? n : 1;
+    const logitPositions = new BigInt64Array(b * m);
     rows.forEach((tokens, r) => {
       const past = this.cache.length(first + r);
       pastLengths[r] = BigInt(past);
-      tokens.forEach((t, j) => {
-        ids[r * n + j] = BigInt(t);
+      for (let j = 0; j < n; j++) {
+        ids[r * n + j] = BigInt(tokens[Math.min(j, tokens.length - 1)]!);
         positions[r * n + j] = BigInt(past + j);
-      });
+      }
+      for (let j = 0; j < m; j++) logitPositions[r * m + j] = BigInt(all ? j : tokens.length - 1);
     });
     const views = this.cache.views(first, b);
     const feeds: Record<string, readonly [Feed, readonly number[]]> = {
@@ -334,6 +404,7 @@ export class ModelRunner {
       [DECODER_POSITIONS]: [positions, [b, n]],
       [DECODER_PAST_LENGTHS]: [pastLengths, [b]],
     };
+    if (this.canVerify) feeds[DECODER_LOGIT_POSITIONS] = [logitPositions, [b, m]];
     for (let i = 0; i < this.config.num_layers; i++) {
       feeds[pastKeyName(i)] = [views.keys[i]!, views.keyDims];
       feeds[pastValueName(i)] = [views.values[i]!, views.valueDims];
@@ -342,9 +413,9 @@ export class ModelRunner {
     for (let i = 0; i < this.config.num_layers; i++) {
       const k = out[presentKeyName(i)]!.data as Float32Array;
       const v = out[presentValueName(i)]!.data as Float32Array;
-      for (let r = 0; r < b; r++) this.cache.append(first + r, i, k, v, r, n);
+      for (let r = 0; r < b; r++) this.cache.append(first + r, i, k, v, r, n, rows[r]!.length);
     }
-    for (let r = 0; r < b; r++) this.cache.advance(first + r, n);
+    for (let r = 0; r < b; r++) this.cache.advance(first + r, rows[r]!.length);
     return out[DECODER_LOGITS]!.data as Float32Array;
   }
 }

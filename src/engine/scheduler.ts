@@ -2,7 +2,8 @@ import { fail } from '../util/errors.ts';
 import type { KvSnapshot } from './kv-cache.ts';
 import type { FinishReason, GeneratedToken, MovedSequence, SequenceUpdate } from './protocol.ts';
 import type { SamplingParams } from './sampling/params.ts';
-import { Sampler } from './sampling/sampler.ts';
+import { type SampleResult, Sampler } from './sampling/sampler.ts';
+import type { SpecSequence, Speculator } from './speculative.ts';
 
 /**
  * Continuous batching (vLLM v1 style): `add` queues a request, `step()` runs one scheduler step
@@ -10,7 +11,8 @@ import { Sampler } from './sampling/sampler.ts';
  * while KV slots are free, prefills at most `prefillChunk` prompt tokens (long prompts take
  * several steps, so running sequences keep decoding in between), then decodes one token for
  * every running sequence in one batched run. Finished and cancelled sequences free their slot
- * at once.
+ * at once. With a Speculator (a draft model), the decode step drafts and verifies several
+ * tokens per sequence instead (src/engine/speculative.ts), when that pays.
  */
 
 /** What the scheduler needs from the model (ModelRunner implements it). */
@@ -31,6 +33,10 @@ type Status = 'waiting' | 'prefilling' | 'running';
 interface Sequence {
   id: number;
   prompt: number[];
+  /** The prompt and every generated token: the target has cached all but the pending one. */
+  tokens: number[];
+  /** Its sequence in the draft model, and a sampler for the draft's logits. */
+  draft?: { id: number; sampler: Sampler };
   params: SamplingParams;
   sampler: Sampler;
   status: Status;
@@ -72,6 +78,7 @@ export class Scheduler {
   constructor(
     private readonly model: DecodeModel,
     private readonly opts: SchedulerOptions,
+    private readonly spec?: Speculator,
   ) {}
 
   get runningCount(): number {
@@ -114,6 +121,7 @@ export class Scheduler {
     this.waiting.push({
       id,
       prompt,
+      tokens: [...prompt],
       params,
       sampler,
       status: 'waiting',
@@ -163,36 +171,70 @@ export class Scheduler {
   private retire(s: Sequence): void {
     this.active.delete(s.id);
     if (s.runnerId !== undefined) this.model.release(s.runnerId);
+    if (s.draft) this.spec?.release(s.draft.id);
+    s.draft = undefined;
   }
 
   /** Samples a token for `s` from `logits`; returns the update and whether `s` is finished. */
   private emit(s: Sequence, logits: Float32Array, updates: SequenceUpdate[]): void {
-    let r: ReturnType<Sampler['sample']>;
+    let r: SampleResult;
     try {
       r = s.sampler.sample(logits);
     } catch (err) {
-      // One request's failure (its parameters, its logits) ends that request, not the worker.
-      this.retire(s);
-      updates.push({ id: s.id, tokens: [], error: err instanceof Error ? err.message : String(err) });
+      this.failed(s, err, updates);
       return;
     }
+    const update: SequenceUpdate = { id: s.id, tokens: [] };
+    updates.push(update);
+    this.record(s, r, update);
+  }
+
+  /** One request's failure (its parameters, its logits) ends that request, not the worker. */
+  private failed(s: Sequence, err: unknown, updates: SequenceUpdate[]): void {
+    this.retire(s);
+    const i = updates.findIndex((u) => u.id === s.id);
+    if (i >= 0) updates.splice(i, 1); // tokens of this step not yet delivered go with it
+    updates.push({ id: s.id, tokens: [], error: err instanceof Error ? err.message : String(err) });
+  }
+
+  /**
+   * Appends a generated token to `s` and its update, ending `s` at end-of-text, max_tokens or
+   * the context; returns whether it goes on.
+   */
+  private record(s: Sequence, r: SampleResult, update: SequenceUpdate): boolean {
     s.sampler.accept(r.token);
+    s.draft?.sampler.accept(r.token);
     s.generated++;
-    const token: GeneratedToken = {
+    s.tokens.push(r.token);
+    update.tokens.push({
       token: r.token,
       logprob: r.logprob,
       ...(r.rank ? { rank: r.rank } : {}),
       ...(r.top ? { top: r.top } : {}),
-    };
+    } satisfies GeneratedToken);
     let finish: FinishReason | undefined;
     if (!s.params.ignore_eos && this.opts.eosTokenId !== null && r.token === this.opts.eosTokenId)
       finish = 'stop';
     else if (s.params.stop_token_ids.includes(r.token)) finish = 'stop';
     else if (s.generated >= s.params.max_tokens) finish = 'length';
     else if (s.prompt.length + s.generated >= this.model.config.max_seq_len) finish = 'length';
-    updates.push({ id: s.id, tokens: [token], ...(finish ? { finish } : {}) });
-    if (finish) this.retire(s);
-    else s.pending = r.token;
+    if (finish) {
+      update.finish = finish;
+      this.retire(s);
+      return false;
+    }
+    s.pending = r.token;
+    return true;
+  }
+
+  /** A draft sequence for `s` when a draft model is loaded and `s` may use it. */
+  private attachDraft(s: Sequence): void {
+    // A seeded sampled request must give the same text with or without a draft, and speculation
+    // consumes its random stream differently: only greedy or unseeded requests speculate.
+    if (!this.spec || (!s.sampler.isGreedy && s.params.seed !== undefined)) return;
+    const id = this.spec.admit();
+    if (id === undefined) return;
+    s.draft = { id, sampler: new Sampler(s.params, s.prompt, this.model.vocabSize) };
   }
 
   async step(): Promise<StepResult> {
@@ -213,6 +255,7 @@ export class Scheduler {
         s.runnerId = this.model.addSequence();
         s.status = 'prefilling';
       }
+      this.attachDraft(s);
       this.active.set(s.id, s);
       admitted.push({ id: s.id, queueMs: performance.now() - s.arrived });
     }
@@ -223,6 +266,8 @@ export class Scheduler {
       if (s.status !== 'prefilling') continue;
       const chunk = s.prompt.slice(s.prefilled, s.prefilled + budget);
       const logits = await this.model.prefill(s.runnerId!, chunk, chunk.length);
+      // The draft follows chunk by chunk (one far behind is caught up in one go when it drafts).
+      if (s.draft && this.active.has(s.id)) await this.spec!.draft.prefill(s.draft.id, chunk, chunk.length);
       s.prefilled += chunk.length;
       budget -= chunk.length;
       if (s.prefilled === s.prompt.length) {
@@ -234,16 +279,48 @@ export class Scheduler {
     const batch = [...this.active.values()].filter(
       (s) => s.status === 'running' && s.pending !== undefined && !updates.some((u) => u.id === s.id),
     );
-    if (batch.length) {
+    const k = batch.some((s) => s.draft) ? (this.spec?.adaptive.choose(batch.length) ?? 0) : 0;
+    if (k > 0) await this.speculate(batch, k, updates);
+    else if (batch.length) {
+      const started = performance.now();
       const logits = await this.model.decode(
         batch.map((s) => s.runnerId!),
         batch.map((s) => s.pending!),
       );
+      this.spec?.adaptive.recordPlain(performance.now() - started);
       const v = this.model.vocabSize;
       batch.forEach((s, j) => {
         if (this.active.has(s.id)) this.emit(s, logits.subarray(j * v, (j + 1) * v), updates);
       });
     }
     return { updates, admitted };
+  }
+
+  /** The decode step with the draft: up to k drafted tokens per sequence, verified in one run. */
+  private async speculate(batch: Sequence[], k: number, updates: SequenceUpdate[]): Promise<void> {
+    const max = this.model.config.max_seq_len;
+    type Spec = SpecSequence & { seq: Sequence; update: SequenceUpdate };
+    const seqs: Spec[] = batch.map((s) => ({
+      seq: s,
+      update: { id: s.id, tokens: [] },
+      runnerId: s.runnerId!,
+      fed: s.tokens,
+      sampler: s.sampler,
+      draft: s.draft,
+      budget: Math.min(s.params.max_tokens - s.generated, max - s.prompt.length - s.generated),
+    }));
+    await this.spec!.step(seqs, k, {
+      alive: (x) => this.active.has(x.seq.id),
+      take: (x, r) => {
+        if (!x.update.tokens.length) updates.push(x.update);
+        return this.record(x.seq, r, x.update);
+      },
+      fail: (x, err) => this.failed(x.seq, err, updates),
+    });
+  }
+
+  /** Tokens drafted and accepted so far (metrics). */
+  get specTotals(): { drafted: number; accepted: number } {
+    return { ...(this.spec?.totals ?? { drafted: 0, accepted: 0 }) };
   }
 }

@@ -46,6 +46,9 @@ export async function* textStream(
   let completion = 0;
   for await (const u of source) {
     const by = u.model ? { model: u.model } : {};
+    // Token by token: an update can carry several (speculative decoding); a stop string
+    // completed by one of them ends the text and the count there, as without a draft, and stop
+    // strings count only from the min_tokens-th token on.
     let emit = '';
     let stopped = false;
     const feed = (piece: string, tokensOut: number) => {
@@ -55,17 +58,19 @@ export async function* textStream(
       return stopped;
     };
     const before = completion;
-    completion += u.tokens.length;
-    // Token by token, so that stop strings count only from the min_tokens-th token on.
+    let used = 0;
     for (const [i, t] of u.tokens.entries()) {
+      used++;
       const last = i === u.tokens.length - 1;
       // The token that ended the sequence (end-of-text, a stop token id) is not text.
       const piece = u.finish === 'stop' && last && stopTokens.has(t.token) ? '' : detok.push(t.token);
       if (feed(piece, before + i + 1)) break;
     }
+    completion += used;
+    const tokens = used === u.tokens.length ? u.tokens : u.tokens.slice(0, used);
     if (!stopped && u.finish) feed(detok.flush(), completion);
     if (stopped) {
-      yield { type: 'delta', text: emit, tokens: u.tokens, ...by };
+      yield { type: 'delta', text: emit, tokens, ...by };
       yield {
         type: 'done',
         finishReason: 'stop',
@@ -76,7 +81,7 @@ export async function* textStream(
       return; // the for-await's return() cancels the sequence
     }
     if (u.finish) {
-      yield { type: 'delta', text: emit + stop.flush(), tokens: u.tokens, ...by };
+      yield { type: 'delta', text: emit + stop.flush(), tokens, ...by };
       yield {
         type: 'done',
         finishReason: u.finish,
@@ -86,6 +91,6 @@ export async function* textStream(
       };
       return;
     }
-    if (emit || u.tokens.length) yield { type: 'delta', text: emit, tokens: u.tokens, ...by };
+    if (emit || u.tokens.length) yield { type: 'delta', text: emit, tokens, ...by };
   }
 }

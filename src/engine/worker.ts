@@ -4,6 +4,7 @@ import type { FromWorker, SequenceUpdate, ToWorker, WorkerConfig } from './proto
 import { ModelRunner } from './runner.ts';
 import { Scheduler } from './scheduler.ts';
 import { Scorer } from './scorer.ts';
+import { Speculator } from './speculative.ts';
 
 /**
  * The model worker: one loaded model, its onnxruntime session and KV cache, and the scheduler.
@@ -26,7 +27,8 @@ async function main(): Promise<void> {
       fallbackReason = r;
     },
   });
-  const scheduler = new Scheduler(runner, cfg);
+  const { draft, speculator, draftStatus } = await loadDraft(runner, cfg);
+  const scheduler = new Scheduler(runner, cfg, speculator);
   const sendStep = (updates: SequenceUpdate[]) => {
     const kv = runner.stats();
     send({
@@ -38,6 +40,8 @@ async function main(): Promise<void> {
         kvUsage: kv.usage,
         kvBytes: kv.totalBytes,
         kvBytesPerToken: kv.bytesPerToken,
+        specDrafted: speculator?.totals.drafted ?? 0,
+        specAccepted: speculator?.totals.accepted ?? 0,
       },
     });
   };
@@ -122,6 +126,7 @@ async function main(): Promise<void> {
         closing = true;
         void Promise.all([
           runner.close(),
+          draft?.close(),
           scorer?.then(
             (s) => s.close(),
             () => {},
@@ -136,7 +141,57 @@ async function main(): Promise<void> {
     ...(fallbackReason ? { fallbackReason } : {}),
     vocabSize: runner.vocabSize,
     maxSeqLen: runner.config.max_seq_len,
+    ...(draftStatus ? { draft: draftStatus } : {}),
   });
+}
+
+/**
+ * Loads the draft model when one is configured. A draft that cannot serve this target (another
+ * vocabulary, a shorter context, an export without verification) or fails to load leaves the
+ * target serving alone, with the reason reported.
+ */
+async function loadDraft(
+  target: ModelRunner,
+  c: WorkerConfig,
+): Promise<{
+  draft?: ModelRunner;
+  speculator?: Speculator;
+  draftStatus?: { used: true } | { used: false; reason: string };
+}> {
+  if (!c.draft) return {};
+  let draft: ModelRunner | undefined;
+  try {
+    draft = await ModelRunner.create(c.draft.exportDir, {
+      device: target.device,
+      maxSequences: c.maxSequences,
+      ...(c.threads ? { threads: c.threads } : {}),
+    });
+    const why = draftMismatch(target, draft);
+    if (why) {
+      await draft.close();
+      return { draftStatus: { used: false, reason: why } };
+    }
+    const speculator = new Speculator(target, draft, {
+      ...(c.draft.maxDraft !== undefined ? { maxDraft: c.draft.maxDraft } : {}),
+      ...(c.draft.maxBatch !== undefined ? { maxBatch: c.draft.maxBatch } : {}),
+    });
+    return { draft, speculator, draftStatus: { used: true } };
+  } catch (err) {
+    await draft?.close();
+    return { draftStatus: { used: false, reason: err instanceof Error ? err.message : String(err) } };
+  }
+}
+
+function draftMismatch(target: ModelRunner, draft: ModelRunner): string | undefined {
+  if (!target.canVerify)
+    return 'the served export has no logit_positions input (exported before speculative decoding)';
+  if (!draft.canVerify)
+    return 'the draft export has no logit_positions input (exported before speculative decoding)';
+  if (draft.vocabSize !== target.vocabSize)
+    return `the draft's vocabulary (${draft.vocabSize}) differs from the target's (${target.vocabSize})`;
+  if (draft.config.max_seq_len < target.config.max_seq_len)
+    return `the draft's context (${draft.config.max_seq_len}) is shorter than the target's (${target.config.max_seq_len})`;
+  return undefined;
 }
 
 main().catch((err: unknown) =>

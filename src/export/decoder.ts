@@ -16,7 +16,10 @@ import { type Quantization, servingContext } from './kernels.ts';
  *            past_key.{i}   float32 [B, H, Dh, cap] keys stored transposed, so q·K needs no
  *                                                   Transpose of the cache
  *            past_value.{i} float32 [B, H, cap, Dh]
+ *            logit_positions int64  [B, M]          (the `logitPositions` variant only) which new
+ *                                                   positions of each row get logits, M ≥ 1
  *   outputs  logits           float32 [B, V]         the LAST new position of each row only
+ *                                    [B, M, V]      (variant) the positions logit_positions names
  *            present_key.{i}   float32 [B, H, N, Dh]  the NEW positions' keys only
  *            present_value.{i} float32 [B, H, N, Dh]  the NEW positions' values only
  * Cache positions ≥ past_lengths[b] are masked out (they may hold stale, finite data).
@@ -37,6 +40,7 @@ export const DECODER_INPUT_IDS = 'input_ids';
 export const DECODER_POSITIONS = 'positions';
 export const DECODER_PAST_LENGTHS = 'past_lengths';
 export const DECODER_LOGITS = 'logits';
+export const DECODER_LOGIT_POSITIONS = 'logit_positions';
 export const pastKeyName = (layer: number) => `past_key.${layer}`;
 export const pastValueName = (layer: number) => `past_value.${layer}`;
 export const presentKeyName = (layer: number) => `present_key.${layer}`;
@@ -106,11 +110,23 @@ function cachedAttend(c: Ctx, cache: CacheInputs, presents: { key: Value; value:
   };
 }
 
+export interface DecoderGraphOptions {
+  /**
+   * Adds the `logit_positions` input: logits for chosen new positions of each row rather than
+   * the last. Speculative decoding verifies k drafted tokens in one run and needs the logits at
+   * each of them; rows of a batch carry different k (padded to one N), so the positions are per
+   * row. A prefill or a plain decode names one position per row and copies out no more than
+   * before.
+   */
+  logitPositions?: boolean;
+}
+
 /** Builds `decoder.onnx` for a config and its weights (as initializers). */
 export function buildDecoderGraph(
   cfg: TokenFormerConfig,
   params: ReadonlyMap<string, Float32Array>,
   quantization?: Quantization,
+  opts: DecoderGraphOptions = {},
 ): GraphBuilder {
   const g = new GraphBuilder();
   const h = cfg.num_heads;
@@ -126,9 +142,18 @@ export function buildDecoderGraph(
     cache.keys.push(g.input(pastKeyName(i), 'float32', ['batch', h, dh, 'cap']));
     cache.values.push(g.input(pastValueName(i), 'float32', ['batch', h, 'cap', dh]));
   }
+  const logitPositions = opts.logitPositions
+    ? g.input(DECODER_LOGIT_POSITIONS, 'int64', ['batch', 'logits'])
+    : undefined;
   const c = servingContext(g, cfg, params, positions, quantization);
   const presents: { key: Value; value: Value }[] = [];
-  const logits = tokenformer(c, ids, positions, cachedAttend(c, cache, presents), { lastPositionOnly: true }); // [B, V]
+  const logits = tokenformer(
+    c,
+    ids,
+    positions,
+    cachedAttend(c, cache, presents),
+    logitPositions ? { logitPositions } : { lastPositionOnly: true },
+  ); // [B, M, V] or [B, V]
   g.output(logits, DECODER_LOGITS);
   presents.forEach((p, i) => {
     g.output(p.key, presentKeyName(i)); // [B, H, N, Dh]

@@ -186,7 +186,7 @@ export async function exportModel(
     const mode = opts.externalData ?? 'auto';
     const graphs = [writeGraph(tmp, FULL_GRAPH_FILE, 'full', full, cfg, mode)];
     log('building KV-cache decoder graph');
-    const decoder = buildDecoderGraph(cfg, ckpt.params, opts.quantize);
+    const decoder = buildDecoderGraph(cfg, ckpt.params, opts.quantize, { logitPositions: true });
     log(`writing ${DECODER_GRAPH_FILE}`);
     graphs.push(writeGraph(tmp, DECODER_GRAPH_FILE, 'decoder', decoder, cfg, mode));
     const tokSrc = join(ckpt.dir, TOKENIZER_FILE);

@@ -211,7 +211,7 @@ export function tokenformer(
   ids: Value,
   positions: Value,
   attend: Attend,
-  opts: { lastPositionOnly?: boolean } = {},
+  opts: { lastPositionOnly?: boolean; logitPositions?: Value } = {},
 ): Value {
   const { g, w, cfg } = c;
   const embed = w(EMBEDDING); // [V, d]
@@ -223,7 +223,12 @@ export function tokenformer(
   }
   // Decoding needs only the last position's logits: pick it before the [d, V] head.
   if (opts.lastPositionOnly) x = g.gather(x, g.scalar(-1, 'int64'), 1); // [B, d]
-  const normed = g.layerNorm(x, w(FINAL_NORM_WEIGHT), w(FINAL_NORM_BIAS), cfg.layernorm_eps); // [B, T, d] or [B, d]
+  // Or a few chosen positions per row (speculative verification): indices [B, M] into T.
+  if (opts.logitPositions) {
+    const idx = g.expand(g.unsqueeze(opts.logitPositions, [2]), [1, 1, cfg.hidden_size]); // [B, M, d]
+    x = g.gatherElements(x, idx, 1); // [B, M, d]
+  }
+  const normed = g.layerNorm(x, w(FINAL_NORM_WEIGHT), w(FINAL_NORM_BIAS), cfg.layernorm_eps); // [B, T|M, d] or [B, d]
   if (c.opts.kernels) return c.opts.kernels.unembed(normed);
-  return g.matmul(normed, g.transpose(embed, [1, 0])); // [B, T, V] or [B, V]
+  return g.matmul(normed, g.transpose(embed, [1, 0])); // [B, T|M, V] or [B, V]
 }

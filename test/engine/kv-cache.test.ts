@@ -158,3 +158,19 @@ test('capacity shrinks back when the long sequences leave, keeping the others in
   for (let t = 0; t < 3; t++) assert.deepEqual(readPos(c, 0, 1, t).keys, expected(2, 0, t));
   for (let t = 0; t < 3; t++) assert.deepEqual(readPos(c, 0, 0, t).values, expected(-1, 0, t));
 });
+
+test('a padded row keeps only its first positions, and truncate rolls rejected positions back', () => {
+  const c = cache(3, 8);
+  const s = c.allocate()!;
+  write(c, s, 1, 0, 1, 2);
+  // A 4-position run of which this row uses 3 (padding after), then 2 of them are rejected.
+  for (let l = 0; l < c.layers; l++) c.append(s, l, present(7 + l, 1, 4), present(-(7 + l), 1, 4), 0, 4, 3);
+  c.advance(s, 3);
+  assert.equal(c.length(s), 5);
+  c.truncate(s, 3);
+  assert.equal(c.length(s), 3);
+  assert.deepEqual(readPos(c, s, 0, 2).keys, expected(7, 0, 0));
+  write(c, s, 20, 0, 1, 1); // the next token overwrites the first rejected position
+  assert.deepEqual(readPos(c, s, 1, 3).values, expected(-21, 0, 0));
+  assert.throws(() => c.truncate(s, 5), /truncate/);
+});

@@ -189,4 +189,59 @@ test('every export also writes decoder.onnx (role decoder) and keeps model.onnx 
   );
   assert.ok(dec.outputs.every((o) => !o.shape.includes('cap')));
   assert.deepEqual(dec.inputs[3], { name: 'past_key.0', dtype: 'float32', shape: ['batch', 4, 16, 'cap'] });
+  // Exports carry the verification variant (speculative decoding).
+  assert.deepEqual(dec.inputs.at(-1), {
+    name: 'logit_positions',
+    dtype: 'int64',
+    shape: ['batch', 'logits'],
+  });
+  assert.deepEqual(dec.outputs[0], { name: 'logits', dtype: 'float32', shape: ['batch', 'logits', 512] });
+});
+
+test('the verification variant returns logits at the positions logit_positions names, per row', async (t) => {
+  const cfg = tinyConfig();
+  const params = f32Params(cfg, 5);
+  const g = buildDecoderGraph(cfg, params, undefined, { logitPositions: true });
+  assert.deepEqual(g.inputs.at(-1), { name: 'logit_positions', dtype: 'int64', shape: ['batch', 'logits'] });
+  assert.deepEqual([...g.outputs[0]!.shape], ['batch', 'logits', cfg.vocab_size]);
+  const dec = await session(g);
+  const full = await session(buildFullSequenceGraph(cfg, params));
+  t.after(async () => {
+    await dec.release();
+    await full.release();
+  });
+  const [h, dh, v, L] = [cfg.num_heads, headDim(cfg), cfg.vocab_size, cfg.num_layers];
+  // Two rows, empty caches, 4 new tokens each; row 0 asks positions [3, 0, 2], row 1 [1, 1, 3].
+  const rows = [
+    [7, 3, 50, 21],
+    [9, 9, 1, 44],
+  ];
+  const want = [
+    [3, 0, 2],
+    [1, 1, 3],
+  ];
+  const feeds: Parameters<OrtSession['run']>[0] = {
+    input_ids: [BigInt64Array.from(rows.flat(), BigInt), [2, 4]],
+    positions: [BigInt64Array.from([0, 1, 2, 3, 0, 1, 2, 3], BigInt), [2, 4]],
+    past_lengths: [BigInt64Array.from([0, 0], BigInt), [2]],
+    logit_positions: [BigInt64Array.from(want.flat(), BigInt), [2, 3]],
+  };
+  for (let i = 0; i < L; i++) {
+    feeds[`past_key.${i}`] = [new Float32Array(2 * h * dh * 5), [2, h, dh, 5]];
+    feeds[`past_value.${i}`] = [new Float32Array(2 * h * dh * 5), [2, h, 5, dh]];
+  }
+  const out = await dec.run(feeds);
+  assert.deepEqual(out.logits!.dims, [2, 3, v]);
+  const got = out.logits!.data as Float32Array;
+  for (let r = 0; r < 2; r++) {
+    const ref = await full.run({ input_ids: [BigInt64Array.from(rows[r]!, BigInt), [1, 4]] });
+    const all = ref.logits!.data as Float32Array;
+    want[r]!.forEach((pos, j) => {
+      const diff = maxAbsDiff(
+        got.subarray((r * 3 + j) * v, (r * 3 + j + 1) * v),
+        all.subarray(pos * v, (pos + 1) * v),
+      );
+      assert.ok(diff <= 1e-4, `row ${r} position ${pos}: max |decoder − full| = ${diff}`);
+    });
+  }
 });

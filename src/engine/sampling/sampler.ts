@@ -166,10 +166,35 @@ export class Sampler {
     return out;
   }
 
+  /** Whether sample() is an argmax (temperature 0 or top_k 1): no randomness is used. */
+  get isGreedy(): boolean {
+    return this.greedy;
+  }
+
+  /**
+   * What sample() would report for `token` had it drawn it from this row: its logprob, and rank
+   * and top alternatives when logprobs are asked. For a token chosen elsewhere (a speculative
+   * draft the target accepted). Does not call accept().
+   */
+  describe(logits: Float32Array, token: number): SampleResult {
+    this.checkToken(token, 'described token');
+    const z = this.penalised(logits);
+    let max = Number.NEGATIVE_INFINITY;
+    for (let i = 0; i < this.vocabSize; i++) if (z[i]! > max) max = z[i]!;
+    this.setLse(max, sumExp(z, this.vocabSize, max));
+    const out: SampleResult = { token, logprob: z[token]! - this.lse };
+    const n = this.params.logprobs;
+    if (n !== undefined) {
+      out.rank = rankOf(z, this.vocabSize, z[token]!);
+      out.top = topN(z, this.vocabSize, n, this.lse);
+    }
+    return out;
+  }
+
   /**
    * The exact distribution sample() draws from for this row (after penalties, temperature and
-   * filters), as probabilities over the vocabulary; greedy gives a one-hot. For tests and
-   * debugging; allocates.
+   * filters), as probabilities over the vocabulary; greedy gives a one-hot. Speculative
+   * decoding's rejection rule compares the target's and the draft's; allocates.
    */
   distribution(logits: Float32Array): Float64Array {
     const plan = this.plan(this.penalised(logits));
