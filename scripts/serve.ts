@@ -14,7 +14,7 @@ import { fail } from '../src/util/errors.ts';
 const USAGE =
   'npm run serve -- --model DIR [--port N] [--host H] [--device auto|cpu|cuda] [--models-dir DIR] ' +
   '[--threads N] [--max-sequences N] [--max-queue N] [--prefill-chunk N] [--timeout-ms N] ' +
-  '[--drain-timeout-ms N] [--memory-budget-mb N] [--watch MS] [--log-level LEVEL] [--api-key-file PATH] [--cors-origin ORIGIN[,ORIGIN]]' +
+  '[--drain-timeout-ms N] [--memory-budget-mb N] [--draft-model NAME|auto|none] [--draft-max-batch N] [--watch MS] [--log-level LEVEL] [--api-key-file PATH] [--cors-origin ORIGIN[,ORIGIN]]' +
   ' [--chat-template FILE]';
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms).unref());
@@ -41,6 +41,8 @@ runMain(async () => {
     'timeout-ms': { type: 'string' },
     'drain-timeout-ms': { type: 'string' },
     'memory-budget-mb': { type: 'string' },
+    'draft-model': { type: 'string' },
+    'draft-max-batch': { type: 'string' },
     watch: { type: 'string' },
     'log-level': { type: 'string' },
     'api-key-file': { type: 'string' },
@@ -73,6 +75,11 @@ runMain(async () => {
     0,
     0,
   );
+  // Speculative decoding: `auto` drafts with the served model's parent when it is under the models root.
+  const draftModel = flags['draft-model'] ?? env.TOKENFORMER_DRAFT_MODEL ?? 'auto';
+  if (draftModel.trim() === '')
+    fail('TF_ERR_BAD_ARGS', `--draft-model must be auto, none or a model name\nusage: ${USAGE}`);
+  const draftMaxBatch = int('draft-max-batch', flags['draft-max-batch'], 0, 0);
   const modelsDir = flags['models-dir'] ?? D.modelsDir;
   const modelDir = findModelDir(model, modelsDir);
   // API keys: TOKENFORMER_API_KEY (comma-separated) and/or --api-key-file (one per line); both add up.
@@ -172,6 +179,7 @@ runMain(async () => {
     registry = await ModelRegistry.open(modelDir, {
       modelsRoot: modelsDir,
       cacheDir: '.cache',
+      draft: { model: draftModel, ...(draftMaxBatch > 0 ? { maxBatch: draftMaxBatch } : {}) },
       engine: { device, ...(threads > 0 ? { threads } : {}), maxSequences, maxQueue, prefillChunk },
       drainTimeoutMs,
       ...(memoryBudgetMb > 0 ? { memoryBudgetBytes: memoryBudgetMb * 1024 * 1024 } : {}),
@@ -203,6 +211,7 @@ runMain(async () => {
         device: e.device,
         ...(e.fallbackReason ? { fallbackReason: e.fallbackReason } : {}),
         exportDir,
+        draft: registry.model.draft ?? null,
       },
       e.fallbackReason
         ? `model ready on cpu (CUDA unavailable: ${e.fallbackReason})`

@@ -15,6 +15,8 @@ export interface ServerOptions {
   maxQueue: number;
   device: string;
   threads?: number;
+  /** More `npm run serve` flags. */
+  extraArgs?: string[];
 }
 
 /** Starts the server and waits (bounded) until /ready answers 200. */
@@ -24,6 +26,7 @@ export async function startSoakServer(opts: ServerOptions, readyMs = 180_000): P
     ...['--device', opts.device, '--log-level', 'warn'],
     ...['--max-sequences', String(opts.maxSequences), '--max-queue', String(opts.maxQueue)],
     ...(opts.threads ? ['--threads', String(opts.threads)] : []),
+    ...(opts.extraArgs ?? []),
   ];
   return ServerProcess.start(args, {
     cwd: opts.cwd,

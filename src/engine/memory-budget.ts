@@ -49,6 +49,16 @@ export function estimateModelMemory(
   return { weightsBytes, kvBytes, overheadBytes, totalBytes: weightsBytes + kvBytes + overheadBytes };
 }
 
+/** Two estimates together (a served model and its draft, which shares its worker). */
+export function addMemory(a: MemoryEstimate, b: MemoryEstimate): MemoryEstimate {
+  return {
+    weightsBytes: a.weightsBytes + b.weightsBytes,
+    kvBytes: a.kvBytes + b.kvBytes,
+    overheadBytes: a.overheadBytes + b.overheadBytes,
+    totalBytes: a.totalBytes + b.totalBytes,
+  };
+}
+
 /**
  * The budget when none is configured: 80 % of the memory the process may use (its cgroup limit
  * in a container, else the machine's memory).

@@ -4,9 +4,11 @@ import { basename, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { MANIFEST_FILE, readManifest } from '../export/export.ts';
 import { CONFIG_FILE } from '../model/checkpoint.ts';
 import { fail, TokenFormerError } from '../util/errors.ts';
+import { DRAFT_AUTO, type DraftOptions, resolveDraft } from './draft.ts';
 import { Engine, type EngineOptions } from './engine.ts';
 import type { KvSnapshot } from './kv-cache.ts';
 import {
+  addMemory,
   checkMemoryBudget,
   defaultMemoryBudget,
   estimateModelMemory,
@@ -42,6 +44,8 @@ export interface LoadedModel {
   engine: Engine;
   loadedAt: string;
   memory: MemoryEstimate;
+  /** The draft model speculative decoding uses for it (src/engine/draft.ts), if any. */
+  draft?: string;
 }
 
 export interface SwapResult {
@@ -70,6 +74,8 @@ export interface RegistryOptions {
   drainTimeoutMs?: number;
   /** Worker crashes within a minute after which the supervisor gives up; default 3. */
   maxRestarts?: number;
+  /** The draft model for speculative decoding (`--draft-model`); default `auto`. */
+  draft?: DraftOptions;
   onProgress?: (message: string) => void;
 }
 
@@ -146,7 +152,7 @@ export class ModelRegistry extends EventEmitter {
   /** Loads `model` (a name under the models root, or a path) as the serving model. */
   static async open(model: string, opts: RegistryOptions): Promise<ModelRegistry> {
     const dir = existsSync(model) ? resolve(model) : confineModelPath(opts.modelsRoot, model);
-    const loaded = await ModelRegistry.load(basename(dir), dir, opts, []);
+    const loaded = await ModelRegistry.load(basename(dir), dir, opts, [], true);
     return new ModelRegistry(opts, loaded);
   }
 
@@ -156,13 +162,51 @@ export class ModelRegistry extends EventEmitter {
     dir: string,
     opts: RegistryOptions,
     inUse: readonly MemoryEstimate[],
+    strictDraft = false,
   ): Promise<LoadedModel> {
     const fingerprint = fingerprintOf(dir);
     const { exportDir, verified } = await resolveExport(dir, opts.cacheDir, opts.onProgress);
     const manifest = verified ?? readManifest(exportDir);
-    const memory = estimateModelMemory(exportDir, manifest, opts.engine.maxSequences);
-    checkMemoryBudget(name, memory, inUse, opts.memoryBudgetBytes ?? defaultMemoryBudget());
-    const engine = await Engine.start({ ...opts.engine, exportDir, ...(verified ? { verified } : {}) });
+    let memory = estimateModelMemory(exportDir, manifest, opts.engine.maxSequences);
+    const budget = opts.memoryBudgetBytes ?? defaultMemoryBudget();
+    checkMemoryBudget(name, memory, inUse, budget);
+    // Derived per load: a swap or a restart picks the draft for the model it loads.
+    const draftOpts = opts.draft ?? { model: DRAFT_AUTO };
+    const { draft, reason } = await resolveDraft(
+      { name, dir, manifest },
+      draftOpts,
+      {
+        modelsRoot: opts.modelsRoot,
+        cacheDir: opts.cacheDir,
+        maxSequences: opts.engine.maxSequences,
+        bytesLeft: budget - memory.totalBytes - inUse.reduce((n, m) => n + m.totalBytes, 0),
+        resolveName: (n) => confineModelPath(opts.modelsRoot, n),
+        ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
+      },
+      strictDraft,
+    );
+    opts.onProgress?.(
+      draft
+        ? `${name}: speculative decoding with draft model ${draft.name}`
+        : `${name}: no draft model (${reason})`,
+    );
+    if (draft) memory = addMemory(memory, draft.memory);
+    const engine = await Engine.start({
+      ...opts.engine,
+      exportDir,
+      ...(verified ? { verified } : {}),
+      ...(draft
+        ? {
+            draft: {
+              exportDir: draft.exportDir,
+              ...(draftOpts.maxDraft !== undefined ? { maxDraft: draftOpts.maxDraft } : {}),
+              ...(draftOpts.maxBatch !== undefined ? { maxBatch: draftOpts.maxBatch } : {}),
+            },
+          }
+        : {}),
+    });
+    if (engine.draft && !engine.draft.used)
+      opts.onProgress?.(`${name}: the draft model is not used: ${engine.draft.reason}`);
     const version = versionOf(engine);
     return {
       name,
@@ -174,6 +218,7 @@ export class ModelRegistry extends EventEmitter {
       engine,
       loadedAt: new Date().toISOString(),
       memory,
+      ...(draft && engine.draft?.used ? { draft: draft.name } : {}),
     };
   }
 

@@ -3,7 +3,7 @@ import type { KvSnapshot } from './kv-cache.ts';
 import type { FinishReason, GeneratedToken, MovedSequence, SequenceUpdate } from './protocol.ts';
 import type { SamplingParams } from './sampling/params.ts';
 import { type SampleResult, Sampler } from './sampling/sampler.ts';
-import type { SpecSequence, Speculator } from './speculative.ts';
+import { cpuMs, type SpecSequence, type Speculator } from './speculative.ts';
 
 /**
  * Continuous batching (vLLM v1 style): `add` queues a request, `step()` runs one scheduler step
@@ -282,12 +282,12 @@ export class Scheduler {
     const k = batch.some((s) => s.draft) ? (this.spec?.adaptive.choose(batch.length) ?? 0) : 0;
     if (k > 0) await this.speculate(batch, k, updates);
     else if (batch.length) {
-      const started = performance.now();
+      const started = cpuMs();
       const logits = await this.model.decode(
         batch.map((s) => s.runnerId!),
         batch.map((s) => s.pending!),
       );
-      this.spec?.adaptive.recordPlain(performance.now() - started);
+      this.spec?.adaptive.recordPlain(cpuMs() - started);
       const v = this.model.vocabSize;
       batch.forEach((s, j) => {
         if (this.active.has(s.id)) this.emit(s, logits.subarray(j * v, (j + 1) * v), updates);

@@ -78,8 +78,14 @@ export const DEFAULT_MAX_DRAFT = 8;
 export const DEFAULT_SPEC_MAX_BATCH = 4;
 /** While speculation does not pay, one step in this many speculates to re-measure it. */
 const PROBE_EVERY = 32;
-/** Weight of the newest measurement in the running averages. */
-const EMA = 0.1;
+/** While speculating, one step in this many decodes plainly to re-measure the reference. */
+const REMEASURE_EVERY = 64;
+/** Weight of the newest measurement in the running averages of times. */
+const EMA = 0.2;
+/** Steps of each kind whose times are not taken (the first runs at new shapes are slow). */
+const WARMUP_STEPS = 2;
+/** Per-step decay of the acceptance counts (a window of some 50 steps). */
+const DECAY = 0.98;
 
 /** Draws an index from unnormalised non-negative weights with one uniform u ∈ [0, 1). */
 export function drawFrom(weights: Float64Array, u: number): number {
@@ -132,15 +138,19 @@ function expectedTokens(a: number, k: number): number {
 }
 
 /**
- * Chooses k from running averages of the acceptance rate and of the time of one draft run,
- * one verification run and one plain decode run.
+ * Chooses k from running averages of the acceptance rate and of the time of one draft run, of
+ * a plain decode step, and of what verification adds per drafted position over a plain step.
  */
 export class AdaptiveK {
-  private acceptance = 0.7;
+  /** Decayed counts of drafts checked and accepted; the prior is one step of 4 accepted of 5. */
+  private checked = 5;
+  private acceptedSum = 4;
   private draftMs: number | undefined;
-  private verifyMs: number | undefined;
   private plainMs: number | undefined;
-  private plainSteps = 0;
+  private extraMs = 0;
+  private steps = 0;
+  private specSeen = 0;
+  private plainSeen = 0;
   private k: number;
 
   constructor(
@@ -151,49 +161,68 @@ export class AdaptiveK {
     this.k = fixed ?? Math.min(4, maxDraft);
   }
 
+  /** Per-token acceptance: accepted over drafts the target checked (accepted or rejected). */
+  get acceptance(): number {
+    return this.acceptedSum / this.checked;
+  }
+
   /** Drafts per sequence for a batch of `batch` this step; 0 decodes without the draft. */
   choose(batch: number): number {
     if (this.fixed !== undefined) return this.fixed;
     if (batch > this.maxBatch || this.maxDraft < 1) return 0;
-    if (this.draftMs === undefined || this.verifyMs === undefined || this.plainMs === undefined)
-      return this.k;
+    this.steps++;
+    // Plain steps first and now and then: the reference time, current as batch sizes change.
+    if (this.plainMs === undefined || this.steps % REMEASURE_EVERY === 0) return 0;
+    if (this.draftMs === undefined) return this.k;
     let best = 0;
     let bestGain = 1; // plain decoding: one token per plainMs
     for (let k = 1; k <= this.maxDraft; k++) {
-      // Verification of k+1 positions costs about a plain step plus what the measured verify
-      // of the current k added over it, per position.
-      const extra = Math.max(0, this.verifyMs - this.plainMs) / (this.k + 1);
-      const stepMs = k * this.draftMs + this.plainMs + extra * (k + 1);
+      const stepMs = k * this.draftMs + this.plainMs + k * this.extraMs;
       const gain = (expectedTokens(this.acceptance, k) * this.plainMs) / stepMs;
       if (gain > bestGain) {
         best = k;
         bestGain = gain;
       }
     }
-    if (best === 0) {
-      // Not paying now; probe now and then, since acceptance depends on the text.
-      if (++this.plainSteps % PROBE_EVERY !== 0) return 0;
-      return 1;
-    }
+    // Not paying now: probe now and then, since acceptance depends on the text.
+    if (best === 0) return this.steps % PROBE_EVERY === 0 ? this.k : 0;
     this.k = best;
     return best;
   }
 
-  /** After a speculative step: tokens drafted/accepted, and the time of one draft and the verify run. */
-  recordSpec(drafted: number, accepted: number, draftRunMs: number, verifyMs: number): void {
-    if (drafted > 0) this.acceptance = ema(this.acceptance, accepted / drafted);
+  /**
+   * After a speculative step with k drafts: drafts accepted and rejected (those after a
+   * rejection were never checked), one draft run's time and the verify run's.
+   */
+  recordSpec(k: number, accepted: number, rejected: number, draftRunMs: number, verifyMs: number): void {
+    this.checked = this.checked * DECAY + accepted + rejected;
+    this.acceptedSum = this.acceptedSum * DECAY + accepted;
+    // The first runs at new shapes are slow (onnxruntime plans them): not what a step costs.
+    if (++this.specSeen <= WARMUP_STEPS) return;
     this.draftMs = this.draftMs === undefined ? draftRunMs : ema(this.draftMs, draftRunMs);
-    this.verifyMs = this.verifyMs === undefined ? verifyMs : ema(this.verifyMs, verifyMs);
+    if (this.plainMs !== undefined && k > 0)
+      this.extraMs = ema(this.extraMs, Math.max(0, verifyMs - this.plainMs) / k);
   }
 
   /** After a plain decode step. */
   recordPlain(ms: number): void {
+    if (++this.plainSeen <= WARMUP_STEPS) return;
     this.plainMs = this.plainMs === undefined ? ms : ema(this.plainMs, ms);
   }
 
   get state(): { k: number; acceptance: number } {
     return { k: this.k, acceptance: this.acceptance };
   }
+}
+
+/**
+ * CPU time of this process in ms: what k is chosen by. Wall time on a shared machine swings by
+ * 2× between identical runs with other processes' load, which made the choice noise; CPU time
+ * keeps the draft/target cost ratio that matters (onnxruntime's threads are in this process).
+ */
+export function cpuMs(): number {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1000;
 }
 
 function ema(old: number, x: number): number {
@@ -246,7 +275,6 @@ export class Speculator {
     const drafts: number[][] = seqs.map(() => []);
     const qs: Float64Array[][] = seqs.map(() => []);
     // Draft: catch up on the tokens it has not seen (the pending one at least), then propose.
-    const started = performance.now();
     let draftRuns = 0;
     let drafting = seqs.map((_, j) => j).filter((j) => ks[j]! > 0);
     const missing = new Map<number, number[]>();
@@ -262,6 +290,7 @@ export class Speculator {
       missing.set(j, m);
     }
     drafting = drafting.filter((j) => alive(seqs[j]!));
+    const started = cpuMs(); // a catch-up prefill is not what a draft run costs
     let logits =
       drafting.length > 0
         ? await this.draft.extend(
@@ -295,19 +324,20 @@ export class Speculator {
       );
       draftRuns++;
     }
-    const draftMs = (performance.now() - started) / Math.max(1, draftRuns);
+    const draftMs = (cpuMs() - started) / Math.max(1, draftRuns);
     // Verify: every live sequence feeds [pending, d1..dk] and gets logits at each position.
     const live = seqs.map((_, j) => j).filter((j) => alive(seqs[j]!));
     const stats: SpecStats = { drafted: 0, accepted: 0 };
     if (live.length === 0) return stats;
-    const verifyStarted = performance.now();
+    const verifyStarted = cpuMs();
     const target = await this.target.extend(
       live.map((j) => seqs[j]!.runnerId),
       live.map((j) => [seqs[j]!.fed.at(-1)!, ...drafts[j]!]),
       'all',
     );
-    const verifyMs = performance.now() - verifyStarted;
+    const verifyMs = cpuMs() - verifyStarted;
     let offset = 0;
+    let rejected = 0; // drafts the target decided against (the rest after one went unchecked)
     for (const j of live) {
       const s = seqs[j]!;
       const d = drafts[j]!;
@@ -335,6 +365,7 @@ export class Speculator {
             accepted = res.accepted;
           }
           if (accepted) stats.accepted++;
+          else if (i < d.length) rejected++;
           emitted++;
           going = take(s, r) && accepted;
         }
@@ -352,7 +383,7 @@ export class Speculator {
     }
     this.totals.drafted += stats.drafted;
     this.totals.accepted += stats.accepted;
-    this.adaptive.recordSpec(stats.drafted, stats.accepted, draftMs, verifyMs);
+    this.adaptive.recordSpec(k, stats.accepted, rejected, draftMs, verifyMs);
     return stats;
   }
 }

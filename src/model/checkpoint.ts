@@ -42,6 +42,11 @@ export interface Lineage {
   path: string;
   sha256: string;
   step: number;
+  /**
+   * The parent's model name under the models root, for shipped models (`npm run pipeline --
+   * --ship`): how `--draft-model auto` finds it wherever the models root lives.
+   */
+  name?: string;
 }
 
 export interface CheckpointMeta {

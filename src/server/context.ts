@@ -119,6 +119,7 @@ export class ServerContext {
     this.version ??= engine.manifest.source.weights_sha256.slice(0, 12);
     engine.on('admitted', this.onAdmitted);
     this.metrics.watchEngine(() => engine.stats);
+    this.metrics.watchSpeculation(engine);
     this.metrics.setModel(this.modelName, this.version);
     if (this.state === 'loading') this.state = 'ready';
   }

@@ -32,6 +32,10 @@ export class ServerMetrics {
   readonly swapDuration: Histogram;
   readonly streamsMigrated: Counter<'kv'>;
   readonly workerCrashes: Counter;
+  readonly specDrafted: Counter;
+  readonly specAccepted: Counter;
+  /** Per engine, the speculation totals already counted (engines count from 0 each). */
+  private readonly specSeen = new WeakMap<object, { drafted: number; accepted: number }>();
   private registryStats: () => RegistryStats | undefined = () => undefined;
 
   constructor() {
@@ -137,6 +141,16 @@ export class ServerMetrics {
       help: 'Model workers that died without being asked to (the supervisor restarts them)',
       registers,
     });
+    this.specDrafted = new Counter({
+      name: 'tokenformer_spec_draft_tokens_total',
+      help: 'Speculative decoding: tokens the draft model proposed',
+      registers,
+    });
+    this.specAccepted = new Counter({
+      name: 'tokenformer_spec_accepted_tokens_total',
+      help: 'Speculative decoding: proposed tokens the served model accepted (acceptance = accepted / draft)',
+      registers,
+    });
     const serving = () => this.registryStats();
     gauge(
       'tokenformer_models_loaded',
@@ -160,6 +174,22 @@ export class ServerMetrics {
   /** Reads engine gauges from `stats` from now on (undefined while no model is loaded). */
   watchEngine(stats: () => EngineStats | undefined): void {
     this.stats = stats;
+  }
+
+  /**
+   * Counts an engine's speculative tokens from its step stats, for as long as it runs (a
+   * draining engine too); the counters stay monotonic across swaps and restarts.
+   */
+  watchSpeculation(engine: { on(event: 'stats', listener: (s: EngineStats) => void): unknown }): void {
+    if (this.specSeen.has(engine)) return;
+    const seen = { drafted: 0, accepted: 0 };
+    this.specSeen.set(engine, seen);
+    engine.on('stats', (s: EngineStats) => {
+      if (s.specDrafted > seen.drafted) this.specDrafted.inc(s.specDrafted - seen.drafted);
+      if (s.specAccepted > seen.accepted) this.specAccepted.inc(s.specAccepted - seen.accepted);
+      seen.drafted = Math.max(seen.drafted, s.specDrafted);
+      seen.accepted = Math.max(seen.accepted, s.specAccepted);
+    });
   }
 
   /** Names the served model; a previous name/version pair is dropped. */

@@ -1,7 +1,14 @@
 import { existsSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { basename, join, resolve } from 'node:path';
 import { exportCheckpoint } from '../export/export.ts';
-import { CONFIG_FILE, loadCheckpoint, saveCheckpoint, TOKENIZER_FILE } from '../model/checkpoint.ts';
+import {
+  CONFIG_FILE,
+  type Lineage,
+  loadCheckpoint,
+  readCheckpointMeta,
+  saveCheckpoint,
+  TOKENIZER_FILE,
+} from '../model/checkpoint.ts';
 import type { TokenFormerConfig } from '../model/config.ts';
 import { growDirectory } from '../model/grow.ts';
 import { paramCount } from '../model/params.ts';
@@ -313,13 +320,25 @@ export async function runPipeline(
   let shipped: PipelineReport['shipped'] = null;
   if (o.ship) {
     emit('ship');
+    let shippedBase: Lineage | null = null;
     for (const [src, dst] of [
       [dirs.base, o.ship.base],
       [dirs.grown, o.ship.grown],
     ] as const) {
       const ck = loadCheckpoint(src);
-      const meta = { ...ck.meta, provenance: { ...ck.meta.provenance, detail: `npm run pipeline (${src})` } };
+      // The grown model's lineage names the shipped base (its name and its F16 weights), not the
+      // run's temporary fp32 checkpoint: `--draft-model auto` finds its parent by it.
+      const parent = src === dirs.grown && shippedBase ? shippedBase : ck.meta.parent;
+      const meta = {
+        ...ck.meta,
+        parent,
+        provenance: { ...ck.meta.provenance, detail: `npm run pipeline (${src})` },
+      };
       await saveCheckpoint(dst, meta, ck.params, { dtype: 'F16', tokenizerFrom: join(src, TOKENIZER_FILE) });
+      if (src === dirs.base) {
+        const saved = readCheckpointMeta(dst);
+        shippedBase = { name: basename(dst), path: dst, sha256: saved.weights_sha256!, step: saved.step };
+      }
     }
     shipped = o.ship;
   }

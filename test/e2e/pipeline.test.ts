@@ -74,4 +74,8 @@ test('npm run pipeline -- --quick: train → grow → continue → scratch basel
   }
   const grownMeta = JSON.parse(readFileSync(join(dir, 'models', 'default-grown', 'config.json'), 'utf8'));
   assert.equal(grownMeta.parent.step, base.steps[1]);
+  // Its lineage names the shipped base by name and weights, so `--draft-model auto` finds it.
+  const baseMeta = JSON.parse(readFileSync(join(dir, 'models', 'default', 'config.json'), 'utf8'));
+  assert.equal(grownMeta.parent.name, 'default');
+  assert.equal(grownMeta.parent.sha256, baseMeta.weights_sha256);
 });

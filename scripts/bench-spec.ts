@@ -1,0 +1,225 @@
+import { copyFileSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { readCheckpointMeta } from '../src/model/checkpoint.ts';
+import { growDirectory } from '../src/model/grow.ts';
+import { writeJsonAtomic } from '../src/util/atomic.ts';
+import { parseFlags, runMain } from '../src/util/cli.ts';
+import { fail } from '../src/util/errors.ts';
+import { startSoakServer } from './soak/server.ts';
+
+/**
+ * Speculative decoding, served: for each target model, one server drafting with its parent
+ * (`--draft-model auto`) and one without (`--draft-model none`), the same batch-1 SSE requests
+ * sent to each in turn (alternating which goes first), tokens counted from `usage`. Reports
+ * tokens/s of both, the speed-up, the draft's acceptance (from /metrics) and whether the greedy
+ * texts were identical. Targets: a zero/keep growth of models/default (the same function as its
+ * draft) and models/default-grown (grown, then trained on). Ratios are within one run.
+ */
+
+const USAGE =
+  'npm run bench:spec -- [--out DIR] [--max-tokens N] [--rounds N] [--threads N] [--device cpu|cuda|auto] [--json]';
+const ROOT = resolve(import.meta.dirname, '..');
+const PROMPTS = [
+  'Call me Ishmael. Some years ago',
+  'The President said that the nation',
+  'It was a dark and stormy night; the rain',
+  'Fellow citizens, the state of the Union',
+  'The whale rose slowly from the sea and',
+  'In the year of our Lord',
+  'We hold these truths to be self-evident,',
+  'The ship sailed out of the harbour at dawn',
+];
+
+interface Timed {
+  ms: number;
+  tokens: number;
+  text: string;
+}
+
+/** One streamed completion; tokens from the final usage chunk. */
+async function complete(url: string, body: Record<string, unknown>): Promise<Timed> {
+  const started = performance.now();
+  const res = await fetch(`${url}/v1/completions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ ...body, stream: true, stream_options: { include_usage: true } }),
+  });
+  if (res.status !== 200) fail('TF_ERR_RUNTIME', `HTTP ${res.status}: ${await res.text()}`);
+  const raw = await res.text();
+  const ms = performance.now() - started;
+  let text = '';
+  let tokens: number | undefined;
+  for (const line of raw.split('\n')) {
+    if (!line.startsWith('data: {')) continue;
+    const chunk = JSON.parse(line.slice(6)) as {
+      choices: { text?: string }[];
+      usage?: { completion_tokens: number } | null;
+    };
+    text += chunk.choices[0]?.text ?? '';
+    if (chunk.usage) tokens = chunk.usage.completion_tokens;
+  }
+  if (tokens === undefined) fail('TF_ERR_RUNTIME', 'the stream had no usage chunk');
+  return { ms, tokens, text };
+}
+
+interface Row {
+  target: string;
+  draft: string;
+  temperature: number;
+  requests: number;
+  tokens_per_s_with_draft: number;
+  tokens_per_s_without: number;
+  speedup: number;
+  acceptance: number;
+  drafted: number;
+  accepted: number;
+  identical_texts: string;
+}
+
+runMain(async () => {
+  const flags = parseFlags(USAGE, {
+    out: { type: 'string' },
+    'max-tokens': { type: 'string' },
+    rounds: { type: 'string' },
+    threads: { type: 'string' },
+    device: { type: 'string' },
+    json: { type: 'boolean' },
+  });
+  if (flags.help) return void console.log(USAGE);
+  const num = (name: string, v: string | undefined, d: number) => {
+    const n = v === undefined ? d : Number(v);
+    if (!Number.isSafeInteger(n) || n < 1)
+      fail('TF_ERR_BAD_ARGS', `--${name} must be an integer ≥ 1\nusage: ${USAGE}`);
+    return n;
+  };
+  const maxTokens = num('max-tokens', flags['max-tokens'], 128);
+  const rounds = num('rounds', flags.rounds, 2);
+  const threads = num('threads', flags.threads, 1);
+  const device = flags.device ?? 'cpu';
+  const out = resolve(flags.out ?? join(ROOT, '.cache', 'bench-spec'));
+  const log = (m: string) => process.stderr.write(`${m}\n`);
+
+  // A models root of its own: the shipped pair, and a zero/keep growth of models/default to the
+  // grown model's sizes (the same function as models/default, so every draft should be accepted).
+  const models = join(out, 'models');
+  mkdirSync(models, { recursive: true });
+  for (const m of ['default', 'default-grown']) {
+    mkdirSync(join(models, m), { recursive: true });
+    for (const f of ['config.json', 'model.safetensors', 'tokenizer.json'])
+      copyFileSync(join(ROOT, 'models', m, f), join(models, m, f));
+  }
+  if (!existsSync(join(models, 'default-zero', 'config.json'))) {
+    const grown = readCheckpointMeta(join(models, 'default-grown')).model;
+    log('growing models/default (zero keys, tau kept) → default-zero');
+    await growDirectory(join(models, 'default'), join(models, 'default-zero'), {
+      target: { qkv: grown.qkv.tokens, proj: grown.proj.tokens, ffn: grown.ffn.tokens },
+      init: 'zero',
+      tau: 'keep',
+    });
+  }
+
+  const rows: Row[] = [];
+  for (const [target, temps] of [
+    ['default-zero', [0]],
+    ['default-grown', [0, 0.8]],
+  ] as const) {
+    const start = (draft: string) =>
+      startSoakServer({
+        modelsRoot: models,
+        model: target,
+        cwd: out,
+        adminToken: 'bench',
+        maxSequences: 4,
+        maxQueue: 16,
+        device,
+        threads,
+        extraArgs: ['--draft-model', draft],
+      });
+    log(`${target}: starting a server with its parent as draft and one without`);
+    const spec = await start('auto');
+    const plain = await start('none');
+    try {
+      await spec.warm();
+      await plain.warm();
+      for (const temperature of temps) {
+        const m0 = await spec.metrics();
+        const time = { spec: 0, plain: 0 };
+        const toks = { spec: 0, plain: 0 };
+        let same = 0;
+        let n = 0;
+        for (let r = 0; r < rounds; r++) {
+          for (const [i, prompt] of PROMPTS.entries()) {
+            const body = { prompt, max_tokens: maxTokens, temperature, ignore_eos: true };
+            // Alternate which server goes first, so drift in the machine's load hits both.
+            const order = (r + i) % 2 === 0 ? (['spec', 'plain'] as const) : (['plain', 'spec'] as const);
+            const got: Partial<Record<'spec' | 'plain', Timed>> = {};
+            for (const which of order) {
+              got[which] = await complete((which === 'spec' ? spec : plain).url, body);
+              time[which] += got[which].ms;
+              toks[which] += got[which].tokens;
+            }
+            if (got.spec!.text === got.plain!.text) same++;
+            n++;
+          }
+        }
+        const m1 = await spec.metrics();
+        const delta = (k: string) => (m1.get(k) ?? 0) - (m0.get(k) ?? 0);
+        const drafted = delta('tokenformer_spec_draft_tokens_total');
+        const accepted = delta('tokenformer_spec_accepted_tokens_total');
+        const withDraft = (1000 * toks.spec) / time.spec;
+        const without = (1000 * toks.plain) / time.plain;
+        const row: Row = {
+          target,
+          draft: 'default',
+          temperature,
+          requests: n,
+          tokens_per_s_with_draft: withDraft,
+          tokens_per_s_without: without,
+          speedup: withDraft / without,
+          acceptance: drafted > 0 ? accepted / drafted : 0,
+          drafted,
+          accepted,
+          identical_texts: temperature === 0 ? `${same}/${n}` : 'n/a (sampled)',
+        };
+        rows.push(row);
+        log(
+          `${target} T=${temperature}: ${withDraft.toFixed(1)} vs ${without.toFixed(1)} tokens/s ` +
+            `(×${row.speedup.toFixed(2)}), acceptance ${(100 * row.acceptance).toFixed(1)}% ` +
+            `(${accepted}/${drafted}), identical texts ${row.identical_texts}`,
+        );
+      }
+    } finally {
+      await spec.stop();
+      await plain.stop();
+    }
+  }
+  const loadavg = readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
+  const report = {
+    conditions: {
+      device,
+      threads,
+      max_tokens: maxTokens,
+      rounds,
+      prompts: PROMPTS.length,
+      batch: 1,
+      loadavg,
+    },
+    rows,
+  };
+  writeJsonAtomic(join(out, 'report.json'), report);
+  if (flags.json) console.log(JSON.stringify(report));
+  else {
+    console.log(
+      '| target | draft | T | tokens/s with draft | without | speed-up | acceptance | identical greedy texts |',
+    );
+    console.log('|---|---|---|---|---|---|---|---|');
+    for (const r of rows) {
+      console.log(
+        `| ${r.target} | ${r.draft} | ${r.temperature} | ${r.tokens_per_s_with_draft.toFixed(1)} | ` +
+          `${r.tokens_per_s_without.toFixed(1)} | ×${r.speedup.toFixed(2)} | ${(100 * r.acceptance).toFixed(1)}% | ` +
+          `${r.identical_texts} |`,
+      );
+    }
+    console.log(`(load average at the end: ${loadavg})`);
+  }
+});
