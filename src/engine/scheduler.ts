@@ -234,7 +234,7 @@ export class Scheduler {
     if (!this.spec || (!s.sampler.isGreedy && s.params.seed !== undefined)) return;
     const id = this.spec.admit();
     if (id === undefined) return;
-    s.draft = { id, sampler: new Sampler(s.params, s.prompt, this.model.vocabSize) };
+    s.draft = { id, sampler: new Sampler(s.params, s.prompt, this.model.vocabSize, this.opts.eosTokenId) };
   }
 
   async step(): Promise<StepResult> {
