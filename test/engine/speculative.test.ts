@@ -264,3 +264,42 @@ for (const [name, raw] of [
     assert.ok(stat < crit, `chi-square ${stat} ≥ ${crit} (df ${df})`);
   });
 }
+
+test('cancelling speculating sequences frees their slots in both models; survivors stay exact', async (t) => {
+  const target = await runner(exports.a);
+  const draft = await runner(exports.served);
+  t.after(async () => {
+    await target.close();
+    await draft.close();
+  });
+  const params = validateSamplingParams({ temperature: 0, max_tokens: 40, ignore_eos: true });
+  const reqs = prompts(4, 512, 3).map((prompt) => ({ prompt, params }));
+  const plain = await generateAll(target, undefined, reqs);
+  const spec = new Speculator(target, draft, { fixedK: 3 });
+  const sched = new Scheduler(
+    target,
+    { maxSequences: 6, maxQueue: 10, prefillChunk: 16, eosTokenId: null },
+    spec,
+  );
+  const out: number[][] = reqs.map(() => []);
+  reqs.forEach((r, i) => {
+    sched.add(i, r.prompt, r.params);
+  });
+  for (let step = 0; !sched.idle; step++) {
+    if (step === 3) {
+      sched.cancel(1);
+      sched.cancel(2);
+    }
+    for (const u of (await sched.step()).updates) out[u.id]!.push(...u.tokens.map((x) => x.token));
+  }
+  assert.equal(target.sequenceCount, 0);
+  assert.equal(draft.sequenceCount, 0);
+  assert.ok(spec.totals.drafted > 0);
+  for (const i of [0, 3])
+    assert.deepEqual(
+      out[i],
+      plain[i]!.map((x) => x.token),
+      `request ${i}`,
+    );
+  for (const i of [1, 2]) assert.ok(out[i]!.length < 40, `request ${i} was cancelled`);
+});
