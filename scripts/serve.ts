@@ -1,6 +1,5 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { basename, resolve } from 'node:path';
-import type { Engine } from '../src/engine/engine.ts';
 import { findModelDir } from '../src/engine/model-dir.ts';
 import { ModelRegistry, type SwapEvent } from '../src/engine/registry.ts';
 import { cudaProblem } from '../src/runtime/cuda.ts';
@@ -14,8 +13,8 @@ import { fail } from '../src/util/errors.ts';
 const USAGE =
   'npm run serve -- --model DIR [--port N] [--host H] [--device auto|cpu|cuda] [--models-dir DIR] ' +
   '[--threads N] [--max-sequences N] [--max-queue N] [--prefill-chunk N] [--timeout-ms N] ' +
-  '[--drain-timeout-ms N] [--memory-budget-mb N] [--draft-model NAME|auto|none] [--draft-max-batch N] [--watch MS] [--log-level LEVEL] [--api-key-file PATH] [--cors-origin ORIGIN[,ORIGIN]]' +
-  ' [--chat-template FILE]';
+  '[--drain-timeout-ms N] [--memory-budget-mb N] [--draft-model NAME|auto|none] [--draft-max-batch N] [--watch MS] [--log-level LEVEL] [--api-key-file PATH] [--cors-origin ORIGIN[,ORIGIN]] ' +
+  '[--served-model-name NAME[,ALIAS…]] [--chat-template FILE]';
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms).unref());
 
@@ -48,6 +47,7 @@ runMain(async () => {
     'api-key-file': { type: 'string' },
     'cors-origin': { type: 'string' },
     'chat-template': { type: 'string' },
+    'served-model-name': { type: 'string' },
   });
   if (flags.help) return void console.log(USAGE);
   const env = process.env;
@@ -97,20 +97,26 @@ runMain(async () => {
     corsFlag,
     flags['cors-origin'] ? '--cors-origin' : 'TOKENFORMER_CORS_ORIGINS',
   );
+  // The names clients send as `model`, whichever version serves: default the model directory's name.
+  const servedNames = (flags['served-model-name'] ?? env.SERVED_MODEL_NAME ?? basename(resolve(modelDir)))
+    .split(',')
+    .map((n) => n.trim());
+  if (servedNames.some((n) => n === ''))
+    fail('TF_ERR_BAD_ARGS', `--served-model-name must be NAME[,ALIAS…] without empty names\nusage: ${USAGE}`);
   let registry: ModelRegistry | undefined;
 
   // Checked before listening: a template that does not parse is a startup error, not a 500 later.
   const chatTemplate = flags['chat-template'] ? ChatTemplate.fromFile(flags['chat-template']) : undefined;
   // The server listens while the model loads (/health answers, /ready is 503 until it is ready).
-  let loaded!: (e: Engine) => void;
+  let loaded!: (r: ModelRegistry) => void;
   let failed!: (err: unknown) => void;
-  const engine = new Promise<Engine>((res, rej) => {
+  const registryLoaded = new Promise<ModelRegistry>((res, rej) => {
     loaded = res;
     failed = rej;
   });
   const app = buildApp({
-    engine,
-    modelName: basename(resolve(modelDir)),
+    registry: registryLoaded,
+    servedNames,
     limits: { requestTimeoutMs },
     logger: { level: flags['log-level'] ?? env.LOG_LEVEL ?? 'info' },
     ...(env.TOKENFORMER_ADMIN_TOKEN ? { adminToken: env.TOKENFORMER_ADMIN_TOKEN } : {}),
@@ -133,7 +139,6 @@ runMain(async () => {
     const clean = await ctx.drain(drainTimeoutMs);
     await Promise.race([app.close(), sleep(5_000)]);
     if (registry) await Promise.race([registry.close(), sleep(5_000)]);
-    else if (ctx.engine) await Promise.race([ctx.engine.close(), sleep(5_000)]);
     app.log.info({ clean }, clean ? 'drained; exiting' : 'drain timed out; streams were ended; exiting');
     process.exit(0);
   };
@@ -185,7 +190,6 @@ runMain(async () => {
       ...(memoryBudgetMb > 0 ? { memoryBudgetBytes: memoryBudgetMb * 1024 * 1024 } : {}),
       onProgress: (m) => app.log.info(m),
     });
-    ctx.attachRegistry(registry);
     registry
       .on('swap', (e: SwapEvent) => {
         if (e.result !== 'success')
@@ -198,15 +202,16 @@ runMain(async () => {
         app.log.info({ crashes: e.crashes }, 'the model worker was restarted; streams continue'),
       )
       .on('failed', (e: { reason: string }) =>
-        app.log.error({ reason: e.reason }, 'giving up on the model worker: the server is not ready'),
+        app.log.error({ reason: e.reason }, 'giving up on the model worker: /health and /ready answer 503'),
       );
     const e = registry.model.engine;
     const exportDir = registry.model.exportDir;
-    loaded(e);
+    loaded(registry);
     await ctx.loaded;
     app.log.info(
       {
         model: ctx.modelName,
+        servedNames,
         version: ctx.modelVersion,
         device: e.device,
         ...(e.fallbackReason ? { fallbackReason: e.fallbackReason } : {}),

@@ -9,7 +9,7 @@ const USAGE =
   'npm run soak -- [--models-dir DIR] [--from NAME] [--to NAME] [--corrupt-from NAME] [--clients N] ' +
   '[--duration-s S] [--warmup-s S] [--swap-every-s S] [--tail-s S] [--max-tokens MIN-MAX] ' +
   '[--cancel-fraction X] [--max-sequences N] [--max-queue N] [--device auto|cpu|cuda] [--threads N] ' +
-  '[--server-cwd DIR] [--settle-s S] [--stall-s S] [--seed N] [--no-baseline] [--keep] [--json FILE]';
+  '[--server-cwd DIR] [--settle-s S] [--stall-s S] [--seed N] [--served-model-name NAME] [--no-baseline] [--keep] [--json FILE]';
 
 function number(name: string, v: string | undefined, dflt: number, min: number, integer = true): number {
   if (v === undefined) return dflt;
@@ -54,6 +54,7 @@ runMain(async () => {
     'settle-s': s,
     'stall-s': s,
     seed: s,
+    'served-model-name': s,
     'no-baseline': { type: 'boolean' },
     keep: { type: 'boolean' },
     json: s,
@@ -90,6 +91,7 @@ runMain(async () => {
     settleS: number('settle-s', flags['settle-s'], 60, 1, false),
     stallS: number('stall-s', flags['stall-s'], 60, 1, false),
     seed: number('seed', flags.seed, 1, 0),
+    servedName: flags['served-model-name'] ?? 'tokenformer',
     baseline: !flags['no-baseline'],
     keep: flags.keep === true,
   };

@@ -2,7 +2,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join, resolve } from 'node:path';
-import { type Metrics, parseMetrics } from './metrics.ts';
+import { type Metrics, metricSum, parseMetrics } from './metrics.ts';
 
 /**
  * `scripts/serve.ts` as a child process on loopback, for the tests and the soak. Every wait is
@@ -215,9 +215,12 @@ export class ServerProcess {
     return parseMetrics(await this.metricsText(timeoutMs));
   }
 
-  /** One sample's value from /metrics (0 when the series is absent). */
+  /**
+   * A value from /metrics: the sum of the series of that name whose labels include the given
+   * ones (`name` or `name{a="x"}`); 0 when none matches.
+   */
   async metric(series: string): Promise<number> {
-    return (await this.metrics()).get(series) ?? 0;
+    return metricSum(await this.metrics(), series) ?? 0;
   }
 
   /** An admin call with the token the server was started with; a body that is not JSON comes back raw. */

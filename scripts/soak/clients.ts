@@ -12,6 +12,8 @@ import { WsSession } from './ws-session.ts';
 
 export interface LoadOptions {
   url: string;
+  /** The served model name every request sends (it must outlive the swaps). */
+  model: string;
   clients: number;
   /** New streams start while this holds. */
   live: () => boolean;
@@ -44,6 +46,7 @@ function plan(rng: () => number, o: LoadOptions, tally: Tally): Plan {
   const maxTokens = lo + Math.floor(rng() * (hi - lo + 1));
   const greedy = rng() < 0.4;
   const body = {
+    model: o.model,
     prompt: PROMPTS[Math.floor(rng() * PROMPTS.length)]!,
     max_tokens: maxTokens,
     temperature: greedy ? 0 : 0.7 + 0.3 * rng(),

@@ -195,9 +195,9 @@ export function buildReport(i: SoakInputs): SoakReport {
     (l.modelsLoaded === null ? 0 : Math.abs(l.modelsLoaded - 1));
   const requestsByStatus: Record<string, number> = {};
   for (const [k, v] of i.finalMetrics) {
-    const hit = /^tokenformer_requests_total\{route="([^"]+)",status="(\d+)"\}$/.exec(k);
+    const hit = /^tokenformer_requests_total\{route="([^"]+)",status="(\d+)"[,}]/.exec(k);
     if (hit && (hit[1] === '/v1/completions' || hit[1] === '/v1/stream'))
-      requestsByStatus[`${hit[1]} ${hit[2]}`] = v;
+      requestsByStatus[`${hit[1]} ${hit[2]}`] = (requestsByStatus[`${hit[1]} ${hit[2]}`] ?? 0) + v;
   }
   const byVersions: Record<string, number> = {};
   for (const [n, c] of [...tally.versionsPerStream].sort((a, b) => a[0] - b[0])) byVersions[String(n)] = c;

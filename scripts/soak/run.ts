@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import type { Metrics } from '../harness/metrics.ts';
+import { type Metrics, metricSum } from '../harness/metrics.ts';
 import { type ServerProcess, sleep } from '../harness/server.ts';
 import { runClients } from './clients.ts';
 import { CORRUPT_NAME, prepareModelsRoot } from './models.ts';
@@ -39,6 +39,8 @@ export interface SoakOptions {
   settleS: number;
   stallS: number;
   seed: number;
+  /** The server's --served-model-name: every client request names it, across every swap. */
+  servedName: string;
   /** Measure the idle memory of `to` in a separate short server start. */
   baseline: boolean;
   keep: boolean;
@@ -53,7 +55,7 @@ const LEAK_SERIES = {
 } as const;
 
 function leakReading(m: Metrics, settledAfterS: number, adminModels: unknown): LeakReading {
-  const get = (k: string) => m.get(k) ?? null;
+  const get = (k: string) => metricSum(m, k);
   return {
     settledAfterS,
     requestsRunning: get(LEAK_SERIES.running),
@@ -66,15 +68,15 @@ function leakReading(m: Metrics, settledAfterS: number, adminModels: unknown): L
 }
 
 function settled(m: Metrics): boolean {
-  const zero = (k: string) => (m.get(k) ?? 0) === 0;
-  const loaded = m.get(LEAK_SERIES.modelsLoaded);
+  const zero = (k: string) => (metricSum(m, k) ?? 0) === 0;
+  const loaded = metricSum(m, LEAK_SERIES.modelsLoaded);
   return (
-    m.has(LEAK_SERIES.running) &&
+    metricSum(m, LEAK_SERIES.running) !== null &&
     zero(LEAK_SERIES.running) &&
     zero(LEAK_SERIES.waiting) &&
     zero(LEAK_SERIES.kv) &&
     zero(LEAK_SERIES.openStreams) &&
-    (loaded === undefined || loaded === 1)
+    (loaded === null || loaded === 1)
   );
 }
 
@@ -116,6 +118,7 @@ export async function runSoak(o: SoakOptions, log: (m: string) => void): Promise
     const serverOpts = (model: string): ServerOptions => ({
       modelsRoot: models.root,
       model,
+      servedName: o.servedName,
       cwd: resolve(o.serverCwd),
       adminToken: randomBytes(16).toString('hex'),
       maxSequences: o.maxSequences,
@@ -165,6 +168,7 @@ export async function runSoak(o: SoakOptions, log: (m: string) => void): Promise
       runClients(
         {
           url: server.url,
+          model: o.servedName,
           clients: o.clients,
           live,
           settleMs: o.stallS * 1000 * 2,

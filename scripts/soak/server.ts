@@ -8,6 +8,8 @@ import { freePort, ServerProcess } from '../harness/server.ts';
 export interface ServerOptions {
   modelsRoot: string;
   model: string;
+  /** --served-model-name: the name clients send, whichever model serves (default: the model's directory name). */
+  servedName?: string;
   /** The server's working directory: its .cache holds the exports of checkpoints. */
   cwd: string;
   adminToken: string;
@@ -22,7 +24,8 @@ export interface ServerOptions {
 /** Starts the server and waits (bounded) until /ready answers 200. */
 export async function startSoakServer(opts: ServerOptions, readyMs = 180_000): Promise<ServerProcess> {
   const args = [
-    ...['--model', opts.model, '--models-dir', opts.modelsRoot],
+    ...['--model', opts.model, ...(opts.servedName ? ['--served-model-name', opts.servedName] : [])],
+    ...['--models-dir', opts.modelsRoot],
     ...['--device', opts.device, '--log-level', 'warn'],
     ...['--max-sequences', String(opts.maxSequences), '--max-queue', String(opts.maxQueue)],
     ...(opts.threads ? ['--threads', String(opts.threads)] : []),

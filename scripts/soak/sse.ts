@@ -72,6 +72,9 @@ export async function sseOnce(url: string, tally: Tally, p: Plan, usage: boolean
           failure ??= `error event after ${s.count} deltas: ${JSON.stringify(chunk.error).slice(0, 300)}`;
           continue;
         }
+        // The served name, whichever version produced the chunk (it outlives swaps).
+        if (chunk.model !== p.body.model)
+          failure ??= `a chunk names model ${JSON.stringify(chunk.model)}, not ${JSON.stringify(p.body.model)}`;
         s.version(chunk.model, chunk.system_fingerprint);
         for (const c of chunk.choices ?? []) {
           if (c.text) s.delta(at);

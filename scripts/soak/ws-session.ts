@@ -97,6 +97,10 @@ export class WsSession {
     s.lastActivity = at;
     if (m.type === 'completion.delta') {
       if (typeof m.text === 'string' && m.text !== '') s.delta(at);
+      if (m.model !== f.p.body.model)
+        this.tally.note(
+          `a delta names model ${JSON.stringify(m.model)}, not ${JSON.stringify(f.p.body.model)}`,
+        );
       s.version(m.model, m.system_fingerprint);
       this.maybeCancel(id!, f);
     } else if (m.type === 'completion.done') {

@@ -209,6 +209,9 @@ export class Engine extends EventEmitter {
         for (const u of m.updates) this.streams.get(u.id)?.update(u);
         this.emit('stats', m.stats);
         break;
+      case 'queued':
+        this.streams.get(m.id)?.push({ tokens: [], queued: true });
+        break;
       case 'admitted':
         this.emit('admitted', m.id, m.queueMs);
         break;

@@ -88,6 +88,8 @@ export type FromWorker =
       /** Whether the draft model loaded and is used, or why not. */
       draft?: { used: true } | { used: false; reason: string };
     }
+  /** The request was taken into the queue (not refused): servers may answer with headers now. */
+  | { type: 'queued'; id: number }
   | { type: 'admitted'; id: number; queueMs: number }
   | { type: 'step'; updates: SequenceUpdate[]; stats: EngineStats }
   | { type: 'rejected'; id: number; code: string; message: string }

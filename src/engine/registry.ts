@@ -1,52 +1,34 @@
 import { EventEmitter } from 'node:events';
-import { existsSync, readdirSync, realpathSync, statSync } from 'node:fs';
-import { basename, isAbsolute, join, relative, resolve, sep } from 'node:path';
-import { MANIFEST_FILE, readManifest } from '../export/export.ts';
-import { CONFIG_FILE } from '../model/checkpoint.ts';
+import { existsSync } from 'node:fs';
+import { basename, resolve } from 'node:path';
 import { fail, TokenFormerError } from '../util/errors.ts';
-import { DRAFT_AUTO, type DraftOptions, resolveDraft } from './draft.ts';
-import { Engine, type EngineOptions } from './engine.ts';
 import type { KvSnapshot } from './kv-cache.ts';
+import { checkMigratable, kvTransferable, migratable, sameTokenizer } from './migration.ts';
 import {
-  addMemory,
-  checkMemoryBudget,
-  defaultMemoryBudget,
-  estimateModelMemory,
-  type MemoryEstimate,
-} from './memory-budget.ts';
-import { resolveExport } from './model-dir.ts';
+  confineModelPath,
+  fingerprintOf,
+  type LoadedModel,
+  listModels,
+  loadModel,
+  type StoreOptions,
+} from './model-store.ts';
 import type { SamplingParams } from './sampling/params.ts';
 import { remainingParams, validateSamplingParams } from './sampling/params.ts';
+import { WorkerSupervisor } from './supervisor.ts';
 import { type GenerationEvent, type ModelRef, type TokenUpdate, textStream } from './text-stream.ts';
 
 /**
- * The serving model and zero-downtime swaps to another (typically a grown successor). The new
- * model loads and warms up in its own worker while the old one keeps serving; only then does
- * traffic move. `drain`: open streams finish on the old model, new requests go to the new one.
- * `migrate`: open streams continue on the new model — the prompt plus the tokens generated so
- * far are prefilled there and decoding goes on; the client sees one uninterrupted stream. A
- * failed load or warm-up leaves the old model serving and reports why.
+ * The one way the server reaches a model: the serving model, the versions still loaded, and
+ * zero-downtime swaps to another (typically a grown successor). The new model loads and warms up
+ * in its own worker while the old one keeps serving; only then does traffic move. `drain`: open
+ * streams finish on the old model, new requests go to the new one. `migrate`: open streams
+ * continue on the new model — from the moved KV cache when the models allow it, else the prompt
+ * plus the tokens generated so far are prefilled there; the client sees one uninterrupted
+ * stream. A failed load or warm-up leaves the old model serving and reports why.
  */
 
 export type SwapPolicy = 'drain' | 'migrate';
-
-export interface LoadedModel {
-  name: string;
-  /** The directory it was loaded from (checkpoint or export). */
-  dir: string;
-  /** Its files' fingerprint when loaded (see `fingerprint()`). */
-  fingerprint: string;
-  /** Model version: the export's weights checksum prefix and training step. */
-  version: string;
-  /** Name and version, as responses report them. */
-  ref: ModelRef;
-  exportDir: string;
-  engine: Engine;
-  loadedAt: string;
-  memory: MemoryEstimate;
-  /** The draft model speculative decoding uses for it (src/engine/draft.ts), if any. */
-  draft?: string;
-}
+export type { LoadedModel } from './model-store.ts';
 
 export interface SwapResult {
   from: ModelRef;
@@ -64,19 +46,11 @@ export type SwapEvent =
   | ({ result: 'success' } & SwapResult)
   | { result: 'failure'; model: string; reason: string; durationMs: number };
 
-export interface RegistryOptions {
-  modelsRoot: string;
-  cacheDir: string;
-  engine: Omit<EngineOptions, 'exportDir'>;
-  /** Bytes every loaded model together may take (estimated); default: 80 % of the memory limit. */
-  memoryBudgetBytes?: number;
+export interface RegistryOptions extends StoreOptions {
   /** How long a drained model waits for its streams before they move on (or end); default 30 s. */
   drainTimeoutMs?: number;
   /** Worker crashes within a minute after which the supervisor gives up; default 3. */
   maxRestarts?: number;
-  /** The draft model for speculative decoding (`--draft-model`); default `auto`. */
-  draft?: DraftOptions;
-  onProgress?: (message: string) => void;
 }
 
 interface Handoff {
@@ -85,60 +59,18 @@ interface Handoff {
   move(withKv: boolean): void;
 }
 
-const RESTART_WINDOW_MS = 60_000;
-
 /**
- * Resolves a model name under the models root: no absolute paths outside it, no `..`, no symlink
- * escapes (the real path must stay inside the root's real path).
+ * Emits `swap` (SwapEvent), `migrated` {kvMoved, reason}, `admitted` {model, queueMs} for every
+ * loaded model, `adopted` (LoadedModel) for each model that gets a live worker (load, swap,
+ * restart), and the supervisor's `crash`, `restarted` and `failed`.
  */
-export function confineModelPath(modelsRoot: string, name: string): string {
-  if (typeof name !== 'string' || name.trim() === '')
-    fail('TF_ERR_BAD_ARGS', 'model name must be a non-empty string');
-  const root = realpathSync(resolve(modelsRoot));
-  const candidate = isAbsolute(name) ? resolve(name) : resolve(root, name);
-  const rel = relative(root, candidate);
-  if (rel === '' || rel.startsWith('..') || isAbsolute(rel) || rel.split(sep).includes('..')) {
-    fail('TF_ERR_BAD_ARGS', `model "${name}" is not inside the models root`);
-  }
-  if (!existsSync(candidate))
-    fail('TF_ERR_NOT_FOUND', `model "${name}" does not exist under the models root`);
-  const real = realpathSync(candidate);
-  const realRel = relative(root, real);
-  if (realRel === '' || realRel.startsWith('..') || isAbsolute(realRel)) {
-    fail('TF_ERR_BAD_ARGS', `model "${name}" resolves outside the models root`);
-  }
-  return real;
-}
-
-function fingerprintOf(dir: string): string {
-  return [MANIFEST_FILE, CONFIG_FILE, 'model.safetensors', 'model.onnx']
-    .map((f) => {
-      const p = join(dir, f);
-      if (!existsSync(p)) return '-';
-      const st = statSync(p);
-      return `${st.size}:${st.mtimeMs}`;
-    })
-    .join('|');
-}
-
-function versionOf(engine: Engine): string {
-  const m = engine.manifest;
-  return `${m.source.weights_sha256.slice(0, 12)}-step${m.source.step}`;
-}
-
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-
 export class ModelRegistry extends EventEmitter {
   private current: LoadedModel;
   private swapping = false;
   private failedFingerprint: string | undefined;
   private readonly handoffs = new Set<Handoff>();
   private readonly retiring = new Set<LoadedModel>();
-  /** Supervisor: the replacement being loaded after a crash, and recent crash times. */
-  private restarting: Promise<LoadedModel> | undefined;
-  private crashes: number[] = [];
-  private gaveUp: Error | undefined;
-  private closed = false;
+  private readonly supervisor: WorkerSupervisor;
 
   private constructor(
     private readonly opts: RegistryOptions,
@@ -146,80 +78,45 @@ export class ModelRegistry extends EventEmitter {
   ) {
     super();
     this.current = first;
-    this.supervise(first);
+    this.supervisor = new WorkerSupervisor({
+      ...(opts.maxRestarts === undefined ? {} : { maxRestarts: opts.maxRestarts }),
+      serving: () => this.current,
+      reload: async (crashed) => {
+        const next = await loadModel(
+          crashed.name,
+          crashed.dir,
+          this.opts,
+          this.memoryInUse([...this.retiring]),
+        );
+        this.current = next;
+        this.adopt(next);
+        return next;
+      },
+      emit: (event, payload) => this.emit(event, payload),
+      onDrainingCrash: (model) => this.retiring.delete(model),
+      ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
+    });
+    this.adopt(first);
   }
 
   /** Loads `model` (a name under the models root, or a path) as the serving model. */
   static async open(model: string, opts: RegistryOptions): Promise<ModelRegistry> {
     const dir = existsSync(model) ? resolve(model) : confineModelPath(opts.modelsRoot, model);
-    const loaded = await ModelRegistry.load(basename(dir), dir, opts, [], true);
+    const loaded = await loadModel(basename(dir), dir, opts, [], true);
     return new ModelRegistry(opts, loaded);
   }
 
-  /** Exports (if needed), checks the memory budget against `inUse`, and starts the model. */
-  private static async load(
-    name: string,
-    dir: string,
-    opts: RegistryOptions,
-    inUse: readonly MemoryEstimate[],
-    strictDraft = false,
-  ): Promise<LoadedModel> {
-    const fingerprint = fingerprintOf(dir);
-    const { exportDir, verified } = await resolveExport(dir, opts.cacheDir, opts.onProgress);
-    const manifest = verified ?? readManifest(exportDir);
-    let memory = estimateModelMemory(exportDir, manifest, opts.engine.maxSequences);
-    const budget = opts.memoryBudgetBytes ?? defaultMemoryBudget();
-    checkMemoryBudget(name, memory, inUse, budget);
-    // Derived per load: a swap or a restart picks the draft for the model it loads.
-    const draftOpts = opts.draft ?? { model: DRAFT_AUTO };
-    const { draft, reason } = await resolveDraft(
-      { name, dir, manifest },
-      draftOpts,
-      {
-        modelsRoot: opts.modelsRoot,
-        cacheDir: opts.cacheDir,
-        maxSequences: opts.engine.maxSequences,
-        bytesLeft: budget - memory.totalBytes - inUse.reduce((n, m) => n + m.totalBytes, 0),
-        resolveName: (n) => confineModelPath(opts.modelsRoot, n),
-        ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
-      },
-      strictDraft,
+  /** A model that now has a live worker: supervised, and its queue times reported. */
+  private adopt(model: LoadedModel): void {
+    this.supervisor.watch(model);
+    this.emit('adopted', model);
+    model.engine.on('admitted', (_id: number, queueMs: number) =>
+      this.emit('admitted', { model: model.ref, queueMs }),
     );
-    opts.onProgress?.(
-      draft
-        ? `${name}: speculative decoding with draft model ${draft.name}`
-        : `${name}: no draft model (${reason})`,
-    );
-    if (draft) memory = addMemory(memory, draft.memory);
-    const engine = await Engine.start({
-      ...opts.engine,
-      exportDir,
-      ...(verified ? { verified } : {}),
-      ...(draft
-        ? {
-            draft: {
-              exportDir: draft.exportDir,
-              ...(draftOpts.maxDraft !== undefined ? { maxDraft: draftOpts.maxDraft } : {}),
-              ...(draftOpts.maxBatch !== undefined ? { maxBatch: draftOpts.maxBatch } : {}),
-            },
-          }
-        : {}),
-    });
-    if (engine.draft && !engine.draft.used)
-      opts.onProgress?.(`${name}: the draft model is not used: ${engine.draft.reason}`);
-    const version = versionOf(engine);
-    return {
-      name,
-      dir,
-      fingerprint,
-      version,
-      ref: { name, version },
-      exportDir,
-      engine,
-      loadedAt: new Date().toISOString(),
-      memory,
-      ...(draft && engine.draft?.used ? { draft: draft.name } : {}),
-    };
+  }
+
+  private memoryInUse(models: readonly LoadedModel[]) {
+    return models.map((m) => m.memory);
   }
 
   get model(): LoadedModel {
@@ -231,30 +128,31 @@ export class ModelRegistry extends EventEmitter {
     return [this.current, ...this.retiring];
   }
 
-  /** Models under the root (checkpoint or export directories) and which one serves. */
-  list(): { name: string; kind: 'checkpoint' | 'export'; active: boolean }[] {
-    const root = resolve(this.opts.modelsRoot);
-    if (!existsSync(root)) return [];
-    return readdirSync(root)
-      .filter((n) => statSync(join(root, n)).isDirectory())
-      .flatMap((n) => {
-        const kind = existsSync(join(root, n, MANIFEST_FILE))
-          ? 'export'
-          : existsSync(join(root, n, CONFIG_FILE))
-            ? 'checkpoint'
-            : null;
-        return kind ? [{ name: n, kind, active: n === this.current.name }] : [];
-      });
+  /** The loaded model (serving or draining) with this version id, if any. */
+  byVersion(version: string): LoadedModel | undefined {
+    return this.loaded.find((m) => m.version === version);
   }
 
-  /** Streams from whichever model serves; under `migrate` a stream moves with the swap. */
+  /** Models under the root (checkpoint or export directories) and which one serves. */
+  list(): { name: string; kind: 'checkpoint' | 'export'; active: boolean }[] {
+    return listModels(this.opts.modelsRoot).map((m) => ({ ...m, active: m.name === this.current.name }));
+  }
+
+  /**
+   * Streams from whichever model serves; under `migrate` a stream moves with the swap. A
+   * `pinned` model (a version the request named) keeps the stream: it never migrates.
+   */
   generate(
     prompt: readonly number[],
     params: SamplingParams,
     signal?: AbortSignal,
+    pinned?: LoadedModel | null,
   ): AsyncIterable<GenerationEvent> {
-    const engine = this.current.engine;
-    return textStream(this.migratingTokens(prompt, params, signal), {
+    const engine = (pinned ?? this.current).engine;
+    const tokens = pinned
+      ? tagged(pinned, prompt, params, signal)
+      : this.migratingTokens(prompt, params, signal);
+    return textStream(tokens, {
       tokenizer: engine.tokenizer,
       eosTokenId: engine.eosTokenId,
       params,
@@ -266,7 +164,7 @@ export class ModelRegistry extends EventEmitter {
    * One stream's tokens, across models: a swap (migrate), a drain timeout or a worker crash ends
    * it on one model and it goes on on the next with the prompt plus the tokens generated so far —
    * from the moved KV cache when the models allow it, else re-prefilled. Each update names the
-   * model that produced it.
+   * model that produced it; only the first model's `queued` marker is passed on.
    */
   private async *migratingTokens(
     prompt: readonly number[],
@@ -301,14 +199,16 @@ export class ModelRegistry extends EventEmitter {
         };
         this.handoffs.add(handoff);
         for await (const u of stream) {
+          if (u.queued && model !== first) continue;
           for (const t of u.tokens) generated.push(t.token);
           if (u.finish) this.handoffs.delete(handoff);
           yield { ...u, model: model.ref };
           if (u.finish) return;
         }
       } catch (err) {
-        // A crashed worker's streams continue on its replacement (see supervise) — once: a stream
-        // that was running at two crashes may be what crashes it, and must not take every restart down.
+        // A crashed worker's streams continue on its replacement (see WorkerSupervisor) — once: a
+        // stream that was running at two crashes may be what crashes it, and must not take every
+        // restart down.
         if (!model.engine.crashed || signal?.aborted || survivedCrash) throw err;
         crashed = true;
         survivedCrash = true;
@@ -317,7 +217,7 @@ export class ModelRegistry extends EventEmitter {
         signal?.removeEventListener('abort', onAbort);
       }
       if (crashed) {
-        model = await this.replacementFor(model);
+        model = await this.supervisor.replacementFor(model);
         this.emit('migrated', { kvMoved: false, reason: 'crash' });
         continue;
       }
@@ -345,7 +245,7 @@ export class ModelRegistry extends EventEmitter {
     if (policy !== 'drain' && policy !== 'migrate')
       fail('TF_ERR_BAD_ARGS', `policy must be "drain" or "migrate", got ${JSON.stringify(policy)}`);
     if (this.swapping) fail('TF_ERR_SWAP_IN_PROGRESS', 'a swap is already in progress');
-    if (this.restarting || this.gaveUp)
+    if (this.supervisor.state !== 'ready')
       fail('TF_ERR_NOT_READY', 'the serving model is being restarted after a crash; retry shortly');
     this.swapping = true;
     const started = performance.now();
@@ -354,12 +254,7 @@ export class ModelRegistry extends EventEmitter {
     try {
       const dir = confineModelPath(this.opts.modelsRoot, name);
       this.opts.onProgress?.(`swap: loading ${name}`);
-      next = await ModelRegistry.load(
-        name,
-        dir,
-        this.opts,
-        this.loaded.map((m) => m.memory),
-      );
+      next = await loadModel(name, dir, this.opts, this.memoryInUse(this.loaded));
       // Without an explicit policy: migrate when the tokenizers match, else drain.
       const effective: SwapPolicy =
         requested === undefined && !sameTokenizer(old.engine, next.engine) ? 'drain' : policy;
@@ -374,7 +269,7 @@ export class ModelRegistry extends EventEmitter {
       // The new model is ready; traffic has not moved yet (tests start streams here).
       await hooks.beforeSwitch?.();
       this.current = next;
-      this.supervise(next);
+      this.adopt(next);
       const kvMoved = effective === 'migrate' && kvTransferable(old.engine, next.engine);
       const moving = [...this.handoffs].filter((h) => h.model === old);
       if (effective === 'migrate') for (const h of moving) h.move(kvMoved);
@@ -428,12 +323,7 @@ export class ModelRegistry extends EventEmitter {
     timer = setTimeout(() => {
       const left = [...this.handoffs].filter((h) => h.model === model);
       const to = this.current.engine;
-      let movable = true;
-      try {
-        checkMigratable(model.engine, to);
-      } catch {
-        movable = false;
-      }
+      const movable = migratable(model.engine, to);
       this.opts.onProgress?.(
         `drain timeout: ${left.length} stream(s) still on ${model.name}; ${movable ? 'moving them' : 'ending them'}`,
       );
@@ -447,86 +337,12 @@ export class ModelRegistry extends EventEmitter {
     timer.unref();
   }
 
-  /** Restarts `model` when its worker crashes (the supervisor); its streams wait and continue. */
-  private supervise(model: LoadedModel): void {
-    model.engine.once('crash', (err: Error) => {
-      if (this.closed) return;
-      this.emit('crash', { model: model.ref, reason: err.message });
-      if (model !== this.current) {
-        // A draining model crashed: its streams continue on the serving one (replacementFor).
-        this.retiring.delete(model);
-        return;
-      }
-      this.restarting ??= this.restart(model).then(
-        (next) => {
-          this.restarting = undefined;
-          this.emit('restarted', { model: next.ref, crashes: this.crashes.length });
-          return next;
-        },
-        (err: unknown) => {
-          this.restarting = undefined;
-          throw err;
-        },
-      );
-      this.restarting.catch(() => {}); // waiters get the error; nothing else to do here
-    });
-  }
-
-  /**
-   * Loads the crashed model again, backing off (0.5 s, 1 s, 2 s…) between crashes; after
-   * `maxRestarts` crashes within a minute it gives up and the registry reports `failed` (the
-   * server is then not ready) instead of looping.
-   */
-  private async restart(crashed: LoadedModel): Promise<LoadedModel> {
-    const max = this.opts.maxRestarts ?? 3;
-    for (;;) {
-      const now = Date.now();
-      this.crashes = [...this.crashes.filter((t) => now - t < RESTART_WINDOW_MS), now];
-      if (this.crashes.length > max) {
-        this.gaveUp = new TokenFormerError(
-          'TF_ERR_NOT_READY',
-          `the model worker crashed ${this.crashes.length} times within a minute; not restarting it`,
-        );
-        this.emit('failed', { reason: this.gaveUp.message });
-        throw this.gaveUp;
-      }
-      await sleep(500 * 2 ** (this.crashes.length - 1));
-      if (this.closed) throw new TokenFormerError('TF_ERR_SHUTTING_DOWN', 'the server is shutting down');
-      try {
-        const next = await ModelRegistry.load(
-          crashed.name,
-          crashed.dir,
-          this.opts,
-          [...this.retiring].map((m) => m.memory),
-        );
-        this.current = next;
-        this.supervise(next);
-        return next;
-      } catch (err) {
-        this.opts.onProgress?.(`restart of ${crashed.name} failed: ${(err as Error).message}`);
-      }
-    }
-  }
-
-  /** Where a stream of a crashed model goes on: the serving model once it runs again. */
-  private async replacementFor(model: LoadedModel): Promise<LoadedModel> {
-    if (this.gaveUp) throw this.gaveUp;
-    const next = this.restarting ? await this.restarting : this.current;
-    if (next === model || next.engine.crashed)
-      throw new TokenFormerError('TF_ERR_RUNTIME', 'the model worker crashed and was not replaced');
-    checkMigratable(model.engine, next.engine);
-    return next;
-  }
-
-  /** Serving state for readiness: `failed` once the supervisor gave up. */
+  /** Serving state: `failed` once the supervisor gave up on a crashing worker. */
   get state(): 'ready' | 'restarting' | 'failed' {
-    return this.gaveUp ? 'failed' : this.restarting ? 'restarting' : 'ready';
+    return this.supervisor.state;
   }
 
-  /**
-   * What identifies the serving model's files on disk (sizes and modification times of its
-   * manifest or config and weights): a change means a new version was written there.
-   */
+  /** The serving model's files on disk now (see fingerprintOf). */
   fingerprint(): string {
     return fingerprintOf(this.current.dir);
   }
@@ -554,59 +370,17 @@ export class ModelRegistry extends EventEmitter {
   }
 
   async close(): Promise<void> {
-    this.closed = true;
+    this.supervisor.close();
     await Promise.all(this.loaded.map((m) => m.engine.close()));
   }
 }
 
-function sameTokenizer(a: Engine, b: Engine): boolean {
-  return a.manifest.tokenizer?.sha256 === b.manifest.tokenizer?.sha256;
-}
-
-/** Migration re-prefills the stream's tokens on the new model: same tokenizer and context needed. */
-function checkMigratable(from: Engine, to: Engine): void {
-  const a = from.manifest;
-  const b = to.manifest;
-  if (!sameTokenizer(from, to)) {
-    fail(
-      'TF_ERR_BAD_ARGS',
-      'cannot migrate streams: the models use different tokenizers (use policy "drain")',
-    );
-  }
-  if (b.model.max_seq_len < a.model.max_seq_len) {
-    fail(
-      'TF_ERR_BAD_ARGS',
-      `cannot migrate streams: the new model's context (${b.model.max_seq_len}) is shorter (use policy "drain")`,
-    );
-  }
-}
-
-/**
- * Whether `to` computes exactly the keys and values `from` does, so a stream's KV cache can move
- * as is: the same weights, or — from the lineage in the checkpoints — `to` was grown from
- * exactly these weights with zero-initialised keys and τ kept (function-preserving, see
- * src/model/grow.ts) and not trained since (same step, provenance still `grow`), at the same
- * precision (quantization settings). Layer and head shapes never change in growth; they are
- * checked anyway.
- */
-export function kvTransferable(from: Engine, to: Engine): boolean {
-  const a = from.manifest;
-  const b = to.manifest;
-  if (!sameTokenizer(from, to)) return false;
-  const shape = (m: typeof a.model) => [m.num_layers, m.num_heads, m.hidden_size, m.max_seq_len].join();
-  if (shape(a.model) !== shape(b.model)) return false;
-  // Quantized keys/values differ from the float ones (and between precisions).
-  if (JSON.stringify(a.quantization ?? null) !== JSON.stringify(b.quantization ?? null)) return false;
-  if (a.source.weights_sha256 === b.source.weights_sha256) return true;
-  // Quantized: the new tokens' values must fall in blocks of their own, or old blocks rescale.
-  const q = a.quantization;
-  if (q && [a.model.qkv, a.model.proj, a.model.ffn].some((p) => p.tokens % q.block_size !== 0)) return false;
-  const src = b.source;
-  return (
-    src.parent?.sha256 === a.source.weights_sha256 &&
-    src.provenance?.source === 'grow' &&
-    src.provenance.growth?.init === 'zero' &&
-    src.provenance.growth.tau === 'keep' &&
-    src.step === src.parent.step
-  );
+/** A pinned stream: one model's tokens, each update naming it. */
+async function* tagged(
+  model: LoadedModel,
+  prompt: readonly number[],
+  params: SamplingParams,
+  signal?: AbortSignal,
+): AsyncGenerator<TokenUpdate> {
+  for await (const u of model.engine.tokens(prompt, params, signal)) yield { ...u, model: model.ref };
 }

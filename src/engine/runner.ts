@@ -15,6 +15,7 @@ import { headDim, type TokenFormerConfig } from '../model/config.ts';
 import { type Device, type Feed, OrtSession } from '../runtime/ort.ts';
 import { fail, TokenFormerError } from '../util/errors.ts';
 import { KvCache, type KvCacheStats, type KvSnapshot } from './kv-cache.ts';
+import { SequenceSlots } from './kv-slots.ts';
 
 /**
  * Runs the KV-cache decoder (`decoder.onnx`) of one export directory over many sequences.
@@ -46,8 +47,7 @@ export class ModelRunner {
    */
   readonly canVerify: boolean;
   private readonly cache: KvCache;
-  private readonly slotOf = new Map<number, number>(); // sequence id → slot
-  private readonly idAt: number[] = []; // slot → sequence id
+  private readonly slots: SequenceSlots;
   private readonly released = new Set<number>(); // released during a run, freed after it
   private nextId = 1;
   private busy = false;
@@ -70,6 +70,7 @@ export class ModelRunner {
       maxLength: this.config.max_seq_len,
       ...(initialCapacity === undefined ? {} : { initialCapacity }),
     });
+    this.slots = new SequenceSlots(this.cache);
   }
 
   /** Loads `exportDir/manifest.json` and its decoder graph. */
@@ -116,19 +117,17 @@ export class ModelRunner {
 
   /** Sequences currently held (released ones excluded). */
   get sequenceCount(): number {
-    return this.slotOf.size - this.released.size;
+    return this.slots.size - this.released.size;
   }
 
   /** Starts an empty sequence; fails with TF_ERR_NO_CAPACITY when every slot is in use. */
   addSequence(): number {
     if (this.closed) fail('TF_ERR_RUNTIME', 'the model runner is closed');
-    const slot = this.cache.allocate();
-    if (slot === undefined) {
+    const id = this.nextId;
+    if (this.slots.add(id) === undefined) {
       fail('TF_ERR_NO_CAPACITY', `all ${this.cache.slots} sequence slots are in use; release one first`);
     }
-    const id = this.nextId++;
-    this.slotOf.set(id, slot);
-    this.idAt[slot] = id;
+    this.nextId++;
     return id;
   }
 
@@ -151,7 +150,7 @@ export class ModelRunner {
     try {
       this.cache.write(this.slotFor(id), snap);
     } catch (err) {
-      this.free(id);
+      this.slots.free(id);
       throw err;
     }
     return id;
@@ -231,7 +230,7 @@ export class ModelRunner {
         this.checkTokens(r);
         this.checkContext(ids[j]!, this.slotFor(ids[j]!), r.length);
       });
-      const first = this.makeContiguous(ids.map((id) => this.slotFor(id)));
+      const first = this.slots.contiguous(ids);
       const order = ids.map((_, j) => j).sort((a, b) => this.slotFor(ids[a]!) - this.slotFor(ids[b]!));
       const sorted = order.map((j) => rows[j]!);
       const out = await this.run(first, sorted, logits === 'all');
@@ -278,7 +277,7 @@ export class ModelRunner {
   release(id: number): void {
     this.slotFor(id);
     if (this.busy) this.released.add(id);
-    else this.free(id);
+    else this.slots.free(id);
   }
 
   stats(): KvCacheStats {
@@ -304,7 +303,7 @@ export class ModelRunner {
         return await fn();
       } finally {
         this.busy = false;
-        for (const id of this.released) this.free(id);
+        for (const id of this.released) this.slots.free(id);
         this.released.clear();
       }
     });
@@ -313,20 +312,9 @@ export class ModelRunner {
   }
 
   private slotFor(id: number): number {
-    const slot = this.slotOf.get(id);
+    const slot = this.slots.slot(id);
     if (slot === undefined || this.released.has(id)) fail('TF_ERR_NOT_FOUND', `unknown sequence id ${id}`);
     return slot;
-  }
-
-  private free(id: number): void {
-    const move = this.cache.free(this.slotOf.get(id)!);
-    this.slotOf.delete(id);
-    if (move) {
-      const moved = this.idAt[move.from]!;
-      this.idAt[move.to] = moved;
-      this.slotOf.set(moved, move.to);
-    }
-    this.idAt.length = this.cache.activeCount;
   }
 
   private checkTokens(tokens: readonly number[]): void {
@@ -347,28 +335,6 @@ export class ModelRunner {
         `sequence ${id}: ${past} cached + ${adding} new tokens = ${past + adding} exceeds max_seq_len ${max}`,
       );
     }
-  }
-
-  /**
-   * Moves the given slots into one contiguous range (a decode batch is one cache view) and
-   * returns its first slot. Usually they already are (every running sequence, compacted), so
-   * nothing moves; otherwise the holes in 0..k−1 are swapped with the slots beyond it.
-   */
-  private makeContiguous(slots: readonly number[]): number {
-    const lo = Math.min(...slots);
-    if (Math.max(...slots) - lo + 1 === slots.length) return lo;
-    const wanted = new Set(slots);
-    const outside = slots.filter((s) => s >= slots.length);
-    for (let hole = 0; hole < slots.length; hole++) {
-      if (wanted.has(hole)) continue;
-      const from = outside.pop()!;
-      this.cache.swap(hole, from);
-      const [a, b] = [this.idAt[hole]!, this.idAt[from]!];
-      [this.idAt[hole], this.idAt[from]] = [b, a];
-      this.slotOf.set(b, hole);
-      this.slotOf.set(a, from);
-    }
-    return 0;
   }
 
   /**

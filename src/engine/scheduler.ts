@@ -109,7 +109,7 @@ export class Scheduler {
     if (prompt.length >= max) {
       fail(
         'TF_ERR_CONTEXT_LENGTH',
-        `the prompt has ${prompt.length} tokens; the model's context is ${max} (prompt + at least one generated token)`,
+        `This model's maximum context length is ${max} tokens. However, the prompt has ${prompt.length} tokens, which leaves no room for a completion (at least one token).`,
       );
     }
     if (resume && resume.length !== prompt.length - 1)

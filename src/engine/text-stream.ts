@@ -20,12 +20,15 @@ export interface ModelRef {
 
 export interface TokenUpdate {
   tokens: GeneratedToken[];
+  /** The first update of a stream that was not refused: it waits in the queue now (no tokens). */
+  queued?: true;
   finish?: FinishReason;
   model?: ModelRef;
 }
 
 export type GenerationEvent =
-  | { type: 'delta'; text: string; tokens: GeneratedToken[]; model?: ModelRef }
+  /** `queued`: the empty first delta of a request the engine took (it waits for a slot now). */
+  | { type: 'delta'; text: string; tokens: GeneratedToken[]; model?: ModelRef; queued?: true }
   | {
       type: 'done';
       finishReason: FinishReason;
@@ -46,6 +49,10 @@ export async function* textStream(
   let completion = 0;
   for await (const u of source) {
     const by = u.model ? { model: u.model } : {};
+    if (u.queued) {
+      yield { type: 'delta', text: '', tokens: [], queued: true, ...by };
+      continue;
+    }
     // Token by token: an update can carry several (speculative decoding); a stop string
     // completed by one of them ends the text and the count there, as without a draft, and stop
     // strings count only from the min_tokens-th token on.

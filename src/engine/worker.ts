@@ -94,6 +94,7 @@ async function main(): Promise<void> {
       case 'add':
         try {
           scheduler.add(m.id, m.prompt, m.params, m.moved);
+          send({ type: 'queued', id: m.id });
           void loop();
         } catch (err) {
           const e =

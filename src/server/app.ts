@@ -4,7 +4,7 @@ import type { Socket } from 'node:net';
 import cors from '@fastify/cors';
 import websocket from '@fastify/websocket';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyServerOptions } from 'fastify';
-import type { Engine } from '../engine/engine.ts';
+import type { ModelRegistry } from '../engine/registry.ts';
 import { fail } from '../util/errors.ts';
 import { bearerToken, matchesAny, selectWsProtocol, wsProtocolKey } from './auth.ts';
 import { ChatTemplates } from './chat.ts';
@@ -13,7 +13,7 @@ import { DEFAULT_LIMITS, ServerContext, type ServerLimits } from './context.ts';
 import { SERVE_DEFAULTS } from './defaults.ts';
 import { API_ERRORS, ApiError, type ApiErrorCode, toApiError } from './errors.ts';
 import { ServerMetrics } from './metrics.ts';
-import { onResponseClose } from './response.ts';
+import { onResponseClose, outcomeStatus } from './response.ts';
 import { adminRoute } from './routes/admin.ts';
 import { chatRoute } from './routes/chat.ts';
 import { completionsRoute } from './routes/completions.ts';
@@ -26,17 +26,18 @@ import { tokenizeRoute } from './routes/tokenize.ts';
 import { formatSchemaErrors } from './schema-errors.ts';
 
 /**
- * Builds the HTTP/WebSocket server over one engine; it never listens (scripts/serve.ts does).
- * The engine may still be loading (a promise): /health answers at once, /ready and the model
- * routes answer 503 until it is ready.
+ * Builds the HTTP/WebSocket server over a model registry, the only way it reaches a model; it
+ * never listens (scripts/serve.ts does). The registry may still be loading its first model (a
+ * promise): /health answers at once, /ready and the model routes answer 503 until it is ready.
  */
 
 export interface AppOptions {
-  engine: Engine | Promise<Engine>;
-  /** The id clients pass as `model` (and /v1/models lists). */
-  modelName: string;
-  /** Shown as `system_fingerprint` and in tokenformer_model_info; default: the weights' sha256 prefix. */
-  modelVersion?: string;
+  registry: ModelRegistry | Promise<ModelRegistry>;
+  /**
+   * The names clients pass as `model` for whichever model serves (vLLM's --served-model-name):
+   * the first is reported in responses and labels the metrics; they survive swaps.
+   */
+  servedNames: readonly string[];
   limits?: Partial<ServerLimits>;
   /** fastify/pino logger options; off unless given. */
   logger?: FastifyServerOptions['logger'];
@@ -44,7 +45,7 @@ export interface AppOptions {
   adminToken?: string;
   /**
    * API keys of the public routes (several, so a key can be rotated): every route but /health,
-   * /ready, /metrics and the admin routes then needs `Authorization: Bearer KEY` (a WebSocket may
+   * /ready, /metrics, the playground page and the admin routes then needs `Authorization: Bearer KEY` (a WebSocket may
    * offer the subprotocol `bearer.KEY` instead). Off unless given.
    */
   apiKeys?: readonly string[];
@@ -54,11 +55,15 @@ export interface AppOptions {
   chatTemplate?: ChatTemplate;
 }
 
-/** Probes and Prometheus scrape without credentials; the admin routes check their own token. */
+/**
+ * Probes and Prometheus scrape without credentials; the admin routes check their own token; the
+ * playground page holds nothing secret (it asks the user for a key and sends it itself).
+ */
 const OPEN_ROUTES = new Set<string>([
   SERVE_DEFAULTS.healthPath,
   SERVE_DEFAULTS.readyPath,
   SERVE_DEFAULTS.metricsPath,
+  '/',
 ]);
 const isOpen = (route: string | undefined) =>
   route !== undefined && (OPEN_ROUTES.has(route) || route.startsWith('/admin/'));
@@ -108,7 +113,7 @@ export function buildApp(opts: AppOptions): FastifyInstance {
     },
   });
   const metrics = new ServerMetrics();
-  const ctx = new ServerContext(opts.engine, opts.modelName, opts.modelVersion, limits, metrics, app.log);
+  const ctx = new ServerContext(opts.registry, opts.servedNames, limits, metrics, app.log);
   const templates = new ChatTemplates(opts.chatTemplate);
   app.decorate('tokenformer', ctx);
 
@@ -128,8 +133,12 @@ export function buildApp(opts: AppOptions): FastifyInstance {
     // WebSocket completions are counted one by one in ws-connection.ts.
     if (request.headers.upgrade?.toLowerCase() === 'websocket') return;
     onResponseClose(reply.raw, (finished) => {
-      const status = finished ? reply.raw.statusCode : 499;
-      metrics.requests.inc({ route: request.routeOptions.url ?? 'unmatched', status: String(status) });
+      const status = finished ? outcomeStatus(reply.raw) : 499;
+      metrics.requests.inc({
+        route: request.routeOptions.url ?? 'unmatched',
+        status: String(status),
+        ...metrics.labels,
+      });
     });
   });
 

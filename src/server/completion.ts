@@ -3,7 +3,6 @@ import type { ServingEngine } from './context.ts';
 import { ApiError } from './errors.ts';
 import {
   checkChoices,
-  checkModelName,
   checkTokenId,
   parseSamplingFields,
   type SamplingFieldsBody,
@@ -47,23 +46,34 @@ export interface CompletionRequest {
 }
 
 export interface ParseContext {
-  modelName: string;
   maxChoices: number;
 }
 
-const bad = (message: string): never => {
-  throw new ApiError('TF_ERR_BAD_ARGS', message);
+const bad = (message: string, param?: string): never => {
+  throw new ApiError('TF_ERR_BAD_ARGS', message, param);
 };
+
+/**
+ * OpenAI's answer to a prompt that does not fit (its code `context_length_exceeded`, its
+ * wording, so clients that look for "maximum context length" recognise it).
+ */
+export function contextLengthExceeded(
+  context: number,
+  promptTokens: string,
+  which = 'your prompt',
+  generate = true,
+): ApiError {
+  // Scoring only (max_tokens 0 with echo) may fill the whole context; generating needs one more.
+  const room = generate ? ', which leaves no room for a completion (at least one token)' : '';
+  return new ApiError(
+    'TF_ERR_CONTEXT_LENGTH',
+    `This model's maximum context length is ${context} tokens. However, ${which} has ${promptTokens} tokens${room}. Please reduce the length of the prompt; prompts are not truncated.`,
+    'prompt',
+  );
+}
 
 function isTokenIds(v: unknown): v is number[] {
   return Array.isArray(v) && v.length > 0 && v.every((x) => typeof x === 'number');
-}
-
-/** Why a prompt must be shorter than the context: room for a generated token, unless scoring only. */
-function contextRule(context: number, generate: boolean): string {
-  return generate
-    ? `the model's context is ${context} tokens, which must hold the prompt and at least one generated token (prompts are not truncated)`
-    : `the model's context is ${context} tokens (prompts are not truncated)`;
 }
 
 function promptInputs(
@@ -78,49 +88,57 @@ function promptInputs(
     // Refused before tokenizing: a megabyte prompt would hold the event loop for seconds.
     const atLeast = tok.minTokens(text);
     if (atLeast > limit)
-      throw new ApiError(
-        'TF_ERR_CONTEXT_LENGTH',
-        `a prompt has at least ${atLeast} tokens (${Buffer.byteLength(text)} bytes); ${contextRule(context, generate)}`,
+      throw contextLengthExceeded(
+        context,
+        `at least ${atLeast}`,
+        `a prompt (${Buffer.byteLength(text)} bytes)`,
+        generate,
       );
     const ids = tok.encode(text);
     if (ids.length > 0) return { ids, text };
     // OpenAI: an empty prompt generates as if from the start of a new document.
     const eos = engine.eosTokenId;
-    if (eos === null) return bad('the prompt is empty and the model has no end-of-text token to start from');
+    if (eos === null)
+      return bad('the prompt is empty and the model has no end-of-text token to start from', 'prompt');
     return { ids: [eos], text };
   };
   const fromIds = (ids: number[]): PromptInput => {
-    for (const id of ids) checkTokenId(tok, id, 'prompt token id');
+    for (const id of ids) checkTokenId(tok, id, 'prompt token id', 'prompt');
     return { ids, text: tok.decode(ids) };
   };
   if (typeof prompt === 'string') return [fromText(prompt)];
   if (isTokenIds(prompt)) return [fromIds(prompt)];
   if (!Array.isArray(prompt) || prompt.length === 0)
-    return bad('prompt must be a string, an array of strings, an array of token ids or an array of those');
+    return bad(
+      'prompt must be a string, an array of strings, an array of token ids or an array of those',
+      'prompt',
+    );
   return (prompt as unknown[]).map((p) => {
     if (typeof p === 'string') return fromText(p);
     if (isTokenIds(p)) return fromIds(p);
-    return bad('prompt arrays must hold only strings or only token-id arrays');
+    return bad('prompt arrays must hold only strings or only token-id arrays', 'prompt');
   });
 }
 
-/** Checks a completion body against the served model; every failure is a 4xx ApiError. */
+/**
+ * Checks a completion body against the model that serves it (the `model` field was resolved by
+ * ServerContext.acceptGeneration); every failure is a 4xx ApiError.
+ */
 export function parseCompletionRequest(
   body: CompletionBody,
   engine: ServingEngine,
   ctx: ParseContext,
 ): CompletionRequest {
-  checkModelName(body.model, ctx.modelName);
-  if (body.suffix) bad('suffix is not supported (an empty one is accepted)');
+  if (body.suffix) bad('suffix is not supported (an empty one is accepted)', 'suffix');
   const n = body.n ?? 1;
   if (body.best_of != null && body.best_of !== n)
-    bad('best_of is not supported (leave it unset or equal to n)');
+    bad('best_of is not supported (leave it unset or equal to n)', 'best_of');
 
   const echo = body.echo ?? false;
   // max_tokens 0 (OpenAI's legacy scoring form): echo the prompt, generate nothing.
   const generate = body.max_tokens !== 0;
   if (!generate && !echo)
-    bad('max_tokens 0 generates nothing; it is only allowed with echo (prompt scoring)');
+    bad('max_tokens 0 generates nothing; it is only allowed with echo (prompt scoring)', 'max_tokens');
   const params = parseSamplingFields(generate ? body : { ...body, max_tokens: 1 }, engine.tokenizer, {
     logprobs: body.logprobs,
   });
@@ -129,13 +147,13 @@ export function parseCompletionRequest(
   checkChoices(prompts.length, n, engine.capacity, ctx.maxChoices);
   const context = engine.manifest.model.max_seq_len;
   for (const [i, p] of prompts.entries()) {
-    if (p.ids.length >= context + (generate ? 0 : 1)) {
-      const which = prompts.length > 1 ? `prompt ${i}` : 'the prompt';
-      throw new ApiError(
-        'TF_ERR_CONTEXT_LENGTH',
-        `${which} has ${p.ids.length} tokens; ${contextRule(context, generate)}`,
+    if (p.ids.length >= context + (generate ? 0 : 1))
+      throw contextLengthExceeded(
+        context,
+        String(p.ids.length),
+        prompts.length > 1 ? `prompt ${i}` : 'your prompt',
+        generate,
       );
-    }
   }
   return {
     prompts,

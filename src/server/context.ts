@@ -1,9 +1,10 @@
 import type { FastifyBaseLogger } from 'fastify';
-import type { Engine } from '../engine/engine.ts';
-import type { ModelRegistry, SwapEvent } from '../engine/registry.ts';
+import type { Engine, GenerationEvent } from '../engine/engine.ts';
+import type { LoadedModel, ModelRegistry, SwapEvent } from '../engine/registry.ts';
+import type { SamplingParams } from '../engine/sampling/params.ts';
 import type { ModelRef } from '../engine/text-stream.ts';
 import { TokenFormerError } from '../util/errors.ts';
-import { ApiError } from './errors.ts';
+import { ApiError, quoted } from './errors.ts';
 import type { ServerMetrics } from './metrics.ts';
 
 /** Bounds that keep one client from taking the server; all configurable through `buildApp`. */
@@ -32,6 +33,8 @@ export interface ServerLimits {
   receiveTimeoutMs: number;
   /** An idle keep-alive connection is closed after this; above a load balancer's idle timeout (60 s). */
   keepAliveTimeoutMs: number;
+  /** An SSE stream with nothing to send (queued, prefilling) gets a `: keep-alive` comment this often. */
+  sseKeepAliveMs: number;
 }
 
 export const DEFAULT_LIMITS: ServerLimits = {
@@ -47,6 +50,7 @@ export const DEFAULT_LIMITS: ServerLimits = {
   headersTimeoutMs: 10_000,
   receiveTimeoutMs: 30_000,
   keepAliveTimeoutMs: 72_000,
+  sseKeepAliveMs: 15_000,
 };
 
 export type ServerState = 'loading' | 'ready' | 'draining' | 'failed';
@@ -60,11 +64,19 @@ export interface SwapNotice {
   migrated: number;
 }
 
-/** What a completion needs from the serving model (an Engine, or the registry's view of it). */
-export type ServingEngine = Pick<
-  Engine,
-  'generate' | 'score' | 'tokenizer' | 'tokenizerConfig' | 'eosTokenId' | 'manifest' | 'capacity'
->;
+/** The model a request is served by, as the completion adapters see it. */
+export interface ServingEngine
+  extends Pick<Engine, 'score' | 'tokenizer' | 'tokenizerConfig' | 'eosTokenId' | 'manifest' | 'capacity'> {
+  generate(
+    prompt: readonly number[],
+    params: SamplingParams,
+    signal?: AbortSignal,
+  ): AsyncIterable<GenerationEvent>;
+  /** What responses name as `model`: the name the request used, or the primary served name. */
+  name: string;
+  /** The version that takes the request (`x-model-version`); chunks name the one that produced them. */
+  version: string;
+}
 
 /** One completion in flight: its abort signal (client gone, timeout, shutdown) and its end. */
 export interface Job {
@@ -76,35 +88,40 @@ export interface Job {
 }
 
 /**
- * What the routes share: the engine (possibly still loading), the model's name and version, the
- * limits, the metrics, and the completions in flight, so a shutdown can drain them.
+ * What the routes share: the model registry (possibly still loading) and the served names
+ * clients use for it, the limits, the metrics, and the completions in flight, so a shutdown can
+ * drain them. Every model the server reaches comes from the registry.
  */
 export class ServerContext {
   state: ServerState = 'loading';
-  private current: Engine | undefined;
-  private version: string | undefined;
-  private registry: ModelRegistry | undefined;
-  private readonly onAdmitted = (_id: number, queueMs: number) =>
-    this.metrics.queueWait.observe(queueMs / 1000);
+  private current: ModelRegistry | undefined;
+  private failure: 'load' | 'supervisor' | undefined;
   private readonly jobs = new Set<AbortController>();
   private readonly swapListeners = new Set<(swap: SwapNotice) => void>();
   private idleWaiters: (() => void)[] = [];
-  /** Settles once the engine is loaded or has failed to load. */
+  /** Settles once the registry has loaded its first model or has failed to. */
   readonly loaded: Promise<void>;
+  /** The names clients use for whichever model serves; the first is reported and labels metrics. */
+  readonly servedNames: readonly string[];
 
   constructor(
-    engine: Engine | Promise<Engine>,
-    public modelName: string,
-    modelVersion: string | undefined,
+    registry: ModelRegistry | Promise<ModelRegistry>,
+    servedNames: readonly string[],
     readonly limits: ServerLimits,
     readonly metrics: ServerMetrics,
     log: FastifyBaseLogger,
   ) {
-    this.version = modelVersion;
-    this.loaded = Promise.resolve(engine).then(
-      (e) => this.attach(e),
+    if (servedNames.length === 0 || servedNames.some((n) => n.trim() === ''))
+      throw new TokenFormerError('TF_ERR_BAD_ARGS', 'served model names must be non-empty');
+    this.servedNames = [...new Set(servedNames)];
+    metrics.setServedName(this.servedNames[0]!);
+    this.loaded = Promise.resolve(registry).then(
+      (r) => this.attach(r),
       (err: unknown) => {
-        if (this.state === 'loading') this.state = 'failed';
+        if (this.state === 'loading') {
+          this.state = 'failed';
+          this.failure = 'load';
+        }
         // A user error (bad directory, bad checkpoint) is one line; anything else keeps its stack.
         if (err instanceof TokenFormerError)
           log.error({ code: err.code }, `the model failed to load: ${err.message}`);
@@ -113,53 +130,40 @@ export class ServerContext {
     );
   }
 
-  private attach(engine: Engine): void {
-    this.current?.off('admitted', this.onAdmitted);
-    this.current = engine;
-    this.version ??= engine.manifest.source.weights_sha256.slice(0, 12);
-    engine.on('admitted', this.onAdmitted);
-    this.metrics.watchEngine(() => engine.stats);
-    this.metrics.watchSpeculation(engine);
-    this.metrics.setModel(this.modelName, this.version);
-    if (this.state === 'loading') this.state = 'ready';
-  }
-
-  /**
-   * Serves through a model registry: generations go through it (so open streams can migrate),
-   * and after a swap the routes, stats and model_info follow the new model.
-   */
-  attachRegistry(registry: ModelRegistry): void {
-    this.registry = registry;
-    this.metrics.watchRegistry(() => ({
-      modelsLoaded: registry.loaded.length,
-      openStreams: registry.openStreams,
-    }));
+  /** Serves from `registry`: metrics follow every loaded model; swaps are told to WebSockets. */
+  private attach(registry: ModelRegistry): void {
+    this.current = registry;
+    this.metrics.watchRegistry(registry);
+    // Speculation counters follow every engine a model gets (load, swap, restart).
+    for (const m of registry.loaded) this.metrics.watchSpeculation(m.engine);
+    registry.on('adopted', (m: LoadedModel) => this.metrics.watchSpeculation(m.engine));
+    registry.on('admitted', (e: { model: ModelRef; queueMs: number }) =>
+      this.metrics.queueWait.observe({ ...this.metrics.labels, version: e.model.version }, e.queueMs / 1000),
+    );
     registry.on('swap', (e: SwapEvent) => {
       this.metrics.swaps.inc({ result: e.result });
       this.metrics.swapDuration.observe(e.durationMs / 1000);
       if (e.result !== 'success') return;
-      this.follow(registry);
       const notice: SwapNotice = { from: e.from, to: e.to, policy: e.policy, migrated: e.migrated };
       for (const l of this.swapListeners) l(notice);
     });
     registry.on('migrated', (e: { kvMoved: boolean }) =>
       this.metrics.streamsMigrated.inc({ kv: e.kvMoved ? 'moved' : 'recomputed' }),
     );
-    // Supervisor: a restarted worker serves under the same name; one given up on is not ready.
+    // Supervisor: a restarted worker serves under the same name; one given up on is not alive.
     registry.on('crash', () => this.metrics.workerCrashes.inc());
-    registry.on('restarted', () => this.follow(registry));
     registry.on('failed', () => {
-      if (this.state === 'ready') this.state = 'failed';
+      if (this.state === 'ready' || this.state === 'draining') {
+        this.state = 'failed';
+        this.failure = 'supervisor';
+      }
     });
-    // Name, version (weights checksum prefix and step) and gauges follow the serving model.
-    this.follow(registry);
+    if (this.state === 'loading') this.state = 'ready';
   }
 
-  /** Routes, stats and model_info follow the registry's serving model. */
-  private follow(registry: ModelRegistry): void {
-    this.modelName = registry.model.name;
-    this.version = registry.model.version;
-    this.attach(registry.model.engine);
+  /** The primary served name (responses' `model`, the `model_name` metric label). */
+  get modelName(): string {
+    return this.servedNames[0]!;
   }
 
   /** Calls `listener` after every successful swap (WebSockets tell their clients); returns an unsubscribe. */
@@ -168,49 +172,65 @@ export class ServerContext {
     return () => this.swapListeners.delete(listener);
   }
 
-  /** The registry, for the admin routes; refused when the server runs a single engine. */
+  /** The registry once loaded, or why there is none to use (503). */
   requireRegistry(): ModelRegistry {
-    if (this.registry) return this.registry;
-    throw new ApiError('TF_ERR_NOT_READY', 'model swaps are not available on this server');
+    if (this.current && this.state !== 'failed') return this.current;
+    throw new ApiError('TF_ERR_NOT_READY', this.notReadyReason());
   }
 
-  /** The engine, or undefined while loading. */
-  get engine(): Engine | undefined {
+  /** Why the server cannot serve: loading, failed to load, or the supervisor gave up. */
+  notReadyReason(): string {
+    if (this.state !== 'failed') return 'the model is still loading; retry shortly';
+    return this.failure === 'supervisor'
+      ? 'the model worker crashed repeatedly and is not restarted; this replica needs a restart'
+      : 'the model failed to load';
+  }
+
+  /** The registry, or undefined while loading (for status routes). */
+  get registry(): ModelRegistry | undefined {
     return this.current;
   }
 
+  /** The serving model's version, or `loading`. */
   get modelVersion(): string {
-    return this.version ?? 'loading';
+    return this.current?.model.version ?? 'loading';
   }
 
-  /** The engine for work that only reads it (tokenize): fine while draining. */
-  requireEngine(): Engine {
-    if (this.current && this.state !== 'failed') return this.current;
+  /**
+   * The model `requested` names, for work that only reads it (tokenize; fine while draining):
+   * none, a served name or an alias → the serving model; a loaded version id → that version.
+   */
+  lookup(requested: string | null | undefined): { model: LoadedModel; pinned: boolean } {
+    const registry = this.requireRegistry();
+    if (!requested || this.servedNames.includes(requested)) return { model: registry.model, pinned: false };
+    const pinned = registry.byVersion(requested);
+    if (pinned) return { model: pinned, pinned: true };
+    const versions = registry.loaded.map((m) => m.version).join(', ');
     throw new ApiError(
-      'TF_ERR_NOT_READY',
-      this.state === 'failed'
-        ? this.current
-          ? 'the model worker crashed repeatedly and is not restarted; this replica needs a restart'
-          : 'the model failed to load'
-        : 'the model is still loading; retry shortly',
+      'TF_ERR_MODEL_NOT_FOUND',
+      `the model ${quoted(requested)} does not exist; this server serves ${this.servedNames.map((n) => JSON.stringify(n)).join(', ')} (loaded versions: ${versions})`,
+      'model',
     );
   }
 
-  /** The model for new generations: refused while loading or draining. */
-  acceptGeneration(): ServingEngine {
+  /** The model for a new generation: refused while loading or draining. */
+  acceptGeneration(requested?: string | null): ServingEngine {
     if (this.state === 'draining')
       throw new ApiError('TF_ERR_SHUTTING_DOWN', 'the server is shutting down; retry on another replica');
-    const engine = this.requireEngine();
-    const registry = this.registry;
-    if (!registry) return engine;
+    const { model, pinned } = this.lookup(requested);
+    const registry = this.requireRegistry();
+    const engine = model.engine;
     return {
-      generate: (prompt, params, signal) => registry.generate(prompt, params, signal),
+      generate: (prompt, params, signal) => registry.generate(prompt, params, signal, pinned ? model : null),
       score: (prompt, top) => engine.score(prompt, top),
       tokenizer: engine.tokenizer,
       tokenizerConfig: engine.tokenizerConfig,
       eosTokenId: engine.eosTokenId,
       manifest: engine.manifest,
       capacity: engine.capacity,
+      // As vLLM: the name the request used (a served name, an alias or a version), else the primary.
+      name: requested || this.modelName,
+      version: model.version,
     };
   }
 

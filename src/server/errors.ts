@@ -1,4 +1,5 @@
 import { TokenFormerError } from '../util/errors.ts';
+import { type SchemaError, schemaErrorParam } from './schema-errors.ts';
 
 /**
  * Every error the HTTP and WebSocket APIs can answer, by name: its HTTP status and its OpenAI
@@ -8,8 +9,8 @@ import { TokenFormerError } from '../util/errors.ts';
 export const API_ERRORS = {
   /** Bad input: schema violations, bad sampling parameters, unknown token ids. */
   TF_ERR_BAD_ARGS: { status: 400, type: 'invalid_request_error' },
-  /** The prompt does not fit the model's context (it is refused, never truncated). */
-  TF_ERR_CONTEXT_LENGTH: { status: 400, type: 'invalid_request_error' },
+  /** The prompt does not fit the model's context (it is refused, never truncated); OpenAI's code. */
+  TF_ERR_CONTEXT_LENGTH: { status: 400, type: 'invalid_request_error', wire: 'context_length_exceeded' },
   /** Admin routes without a configured TOKENFORMER_ADMIN_TOKEN. */
   TF_ERR_FORBIDDEN: { status: 403, type: 'permission_error' },
   /** A missing or wrong bearer token (admin token, or API key); answered with `WWW-Authenticate`. */
@@ -42,19 +43,36 @@ export const API_ERRORS = {
   TF_ERR_SHUTTING_DOWN: { status: 503, type: 'service_unavailable_error' },
   /** The request ran past the server's per-request timeout. */
   TF_ERR_TIMEOUT: { status: 504, type: 'timeout_error' },
-} as const satisfies Record<string, { status: number; type: string }>;
+} as const satisfies Record<string, { status: number; type: string; wire?: string }>;
 
 export type ApiErrorCode = keyof typeof API_ERRORS;
+
+/** The `code` a client sees: OpenAI's own where one exists for the case, else ours. */
+export function wireCode(code: ApiErrorCode): string {
+  const e = API_ERRORS[code] as { wire?: string };
+  return e.wire ?? code;
+}
+
+const BY_WIRE = new Map(Object.keys(API_ERRORS).map((k) => [wireCode(k as ApiErrorCode), k as ApiErrorCode]));
+
+/** The error a client-visible `code` stands for (undefined for a code the server never sends). */
+export function apiErrorOfWireCode(code: string): { status: number; type: string } | undefined {
+  const k = BY_WIRE.get(code);
+  return k === undefined ? undefined : API_ERRORS[k];
+}
 
 /** Seconds a client refused with 429 should wait; the queue turns over within about a second. */
 export const RETRY_AFTER_SECONDS = 1;
 
 export class ApiError extends Error {
   readonly code: ApiErrorCode;
-  constructor(code: ApiErrorCode, message: string) {
+  /** The request field at fault, when one is (OpenAI's `param`). */
+  readonly param: string | undefined;
+  constructor(code: ApiErrorCode, message: string, param?: string) {
     super(message);
     this.name = 'ApiError';
     this.code = code;
+    this.param = param;
   }
   get status(): number {
     return API_ERRORS[this.code].status;
@@ -62,7 +80,8 @@ export class ApiError extends Error {
 }
 
 export interface ErrorBody {
-  error: { message: string; type: string; code: ApiErrorCode };
+  /** `param` only where one field is at fault. */
+  error: { message: string; type: string; code: string; param?: string };
 }
 
 export interface MappedError {
@@ -92,15 +111,26 @@ interface FastifyLikeError {
   message?: unknown;
 }
 
-function classify(err: unknown, bodyLimit: number): { code: ApiErrorCode; message: string } {
-  if (err instanceof ApiError) return { code: err.code, message: err.message };
+interface Classified {
+  code: ApiErrorCode;
+  message: string;
+  param?: string | undefined;
+}
+
+function classify(err: unknown, bodyLimit: number): Classified {
+  if (err instanceof ApiError) return { code: err.code, message: err.message, param: err.param };
   if (err instanceof TokenFormerError) {
     const code = ENGINE_CODES[err.code];
-    if (code) return { code, message: err.message };
+    if (code) return { code, message: err.message, param: err.param };
     return { code: 'TF_ERR_INTERNAL', message: 'internal error' };
   }
   const e = (typeof err === 'object' && err !== null ? err : {}) as FastifyLikeError;
-  if (e.validation) return { code: 'TF_ERR_BAD_ARGS', message: String(e.message) };
+  if (e.validation)
+    return {
+      code: 'TF_ERR_BAD_ARGS',
+      message: String(e.message),
+      param: Array.isArray(e.validation) ? schemaErrorParam(e.validation as SchemaError[]) : undefined,
+    };
   switch (e.code) {
     case 'FST_ERR_CTP_BODY_TOO_LARGE':
       return {
@@ -125,7 +155,7 @@ function classify(err: unknown, bodyLimit: number): { code: ApiErrorCode; messag
  * message naming the request id, so no stack, path or engine detail reaches the client.
  */
 export function toApiError(err: unknown, opts: { requestId?: string; bodyLimit?: number } = {}): MappedError {
-  const { code, message } = classify(err, opts.bodyLimit ?? 0);
+  const { code, message, param } = classify(err, opts.bodyLimit ?? 0);
   const { status, type } = API_ERRORS[code];
   const internal = code === 'TF_ERR_INTERNAL';
   const text =
@@ -135,7 +165,10 @@ export function toApiError(err: unknown, opts: { requestId?: string; bodyLimit?:
   const headers: Record<string, string> = {};
   if (status === 429) headers['retry-after'] = String(RETRY_AFTER_SECONDS);
   if (status === 401) headers['www-authenticate'] = 'Bearer realm="tokenformer"';
-  return { status, code, body: { error: { message: text, type, code } }, headers, internal };
+  const body: ErrorBody = {
+    error: { message: text, type, code: wireCode(code), ...(param ? { param } : {}) },
+  };
+  return { status, code, body, headers, internal };
 }
 
 /**

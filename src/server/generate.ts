@@ -12,11 +12,14 @@ import { type CompletionLogprobs, type Usage, usage } from './openai.ts';
  * The one completion stream that the JSON response, SSE and WebSocket adapt (web-llm style):
  * every choice of a request is an engine generation; their deltas are merged into one
  * AsyncIterable of per-choice events, ending with the usage. Requests are admitted all or
- * nothing: the first `next()` waits until every choice has produced its first event, so a full
- * queue or an over-long prompt fails the request before an adapter commits to a status code.
+ * nothing: the first event, `accepted`, comes once the engine has queued every choice (before
+ * any token), so a full queue or an over-long prompt fails the request before an adapter commits
+ * to a status code, and a streaming adapter can send its headers at once.
  */
 
 export type CompletionEvent =
+  /** Always the first event: every choice is queued. */
+  | { type: 'accepted' }
   /**
    * Text for choice `index`; `tokens` is how many generated tokens it covers (0 for echo);
    * `model` is the model that produced them (absent for echo or a single-engine server).
@@ -87,7 +90,9 @@ export async function* runCompletion(
     if ('err' in scores) throw scores.err;
     if (job.signal.aborted) throw job.signal.reason;
     accepted = true;
-    for (const c of choices) metrics.promptTokens.inc(c.prompt.ids.length);
+    const labels = metrics.labels;
+    for (const c of choices) metrics.promptTokens.inc(labels, c.prompt.ids.length);
+    yield { type: 'accepted' };
 
     if (req.echo) {
       for (const c of choices) {
@@ -127,6 +132,9 @@ export async function* runCompletion(
       if (e.type === 'done') {
         finished.add(s.k);
         completionTokens += e.completionTokens;
+        metrics.requestSuccess.inc({ ...labels, finished_reason: e.finishReason });
+        metrics.requestPromptTokens.observe(labels, e.promptTokens);
+        metrics.requestGenerationTokens.observe(labels, e.completionTokens);
         yield { type: 'finish', index, finishReason: e.finishReason, ...(e.model ? { model: e.model } : {}) };
         continue;
       }
@@ -135,10 +143,11 @@ export async function* runCompletion(
       if (k > 0) {
         const now = performance.now();
         const last = lastToken[s.k];
-        if (last === undefined) metrics.timeToFirstToken.observe((now - job.started) / 1000);
-        else for (let i = 0; i < k; i++) metrics.interTokenLatency.observe((now - last) / 1000 / k);
+        const by = { ...labels, version: e.model?.version ?? engine.version };
+        if (last === undefined) metrics.timeToFirstToken.observe(by, (now - job.started) / 1000);
+        else for (let i = 0; i < k; i++) metrics.interTokenLatency.observe(by, (now - last) / 1000 / k);
         lastToken[s.k] = now;
-        metrics.generationTokens.inc(k);
+        metrics.generationTokens.inc(by, k);
       }
       const builder = logprobs[s.k];
       const lp = builder?.add(e.tokens) ?? null;
@@ -167,6 +176,6 @@ export async function* runCompletion(
     // Every iterator, finished ones too: a generation that yielded its last event is suspended
     // there until returned, and its cleanup runs then.
     for (const it of iters) it.return?.().catch(() => {});
-    if (accepted) metrics.requestDuration.observe((performance.now() - job.started) / 1000);
+    if (accepted) metrics.requestDuration.observe(metrics.labels, (performance.now() - job.started) / 1000);
   }
 }

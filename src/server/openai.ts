@@ -1,4 +1,5 @@
 import type { FinishReason } from '../engine/protocol.ts';
+import type { ModelRef } from '../engine/text-stream.ts';
 
 /**
  * The OpenAI Completions wire shapes, built by pure functions shared by the JSON response, the
@@ -92,4 +93,9 @@ export function mergeLogprobs(parts: readonly CompletionLogprobs[]): CompletionL
     out.text_offset.push(...p.text_offset);
   }
   return out;
+}
+
+/** The meta of a chunk: `system_fingerprint` names the model version that produced it (`model` stays the name the request used). */
+export function producedBy(meta: CompletionMeta, e: { model?: ModelRef }): CompletionMeta {
+  return e.model ? { ...meta, system_fingerprint: e.model.version } : meta;
 }

@@ -20,3 +20,18 @@ export function onResponseClose(res: ServerResponse, onClose: (finished: boolean
     res.off('finish', onFinish).off('close', close);
   };
 }
+
+const outcomes = new WeakMap<ServerResponse, number>();
+
+/**
+ * Records the status a response really ended with when it differs from the one its headers
+ * carried (an SSE stream answered 200, then failed): metrics count this one.
+ */
+export function setOutcomeStatus(res: ServerResponse, status: number): void {
+  outcomes.set(res, status);
+}
+
+/** The status to count for `res`: its recorded outcome, else the status it was sent with. */
+export function outcomeStatus(res: ServerResponse): number {
+  return outcomes.get(res) ?? res.statusCode;
+}

@@ -71,23 +71,14 @@ export interface SamplingFieldsBody {
   functions?: Maybe<unknown[]>;
 }
 
-const bad = (message: string): never => {
-  throw new ApiError('TF_ERR_BAD_ARGS', message);
+const bad = (message: string, param?: string): never => {
+  throw new ApiError('TF_ERR_BAD_ARGS', message, param);
 };
 
-/** Refuses a token id the tokenizer does not know; `what` names where it came from. */
-export function checkTokenId(tokenizer: Tokenizer, id: number, what: string): void {
+/** Refuses a token id the tokenizer does not know; `what` names where it came from, `param` its field. */
+export function checkTokenId(tokenizer: Tokenizer, id: number, what: string, param?: string): void {
   if (!Number.isSafeInteger(id) || id < 0 || id >= tokenizer.vocabSize || tokenizer.idToToken(id) === null)
-    bad(`${what} ${id} is not in the vocabulary (ids 0 to ${tokenizer.vocabSize - 1})`);
-}
-
-/** Refuses a `model` that names another model than the one served (404). */
-export function checkModelName(model: Maybe<string>, served: string): void {
-  if (model && model !== served)
-    throw new ApiError(
-      'TF_ERR_MODEL_NOT_FOUND',
-      `the model ${quoted(model)} does not exist; this server serves ${JSON.stringify(served)}`,
-    );
+    bad(`${what} ${id} is not in the vocabulary (ids 0 to ${tokenizer.vocabSize - 1})`, param);
 }
 
 /**
@@ -96,14 +87,15 @@ export function checkModelName(model: Maybe<string>, served: string): void {
  * beyond its slots plus its queue would be refused with 429 forever; it is a 400 instead.
  */
 export function checkChoices(prompts: number, n: number, capacity: EngineCapacity, maxChoices: number): void {
-  if (!(Number.isSafeInteger(n) && n >= 1)) bad(`n must be an integer ≥ 1, got ${n}`);
+  if (!(Number.isSafeInteger(n) && n >= 1)) bad(`n must be an integer ≥ 1, got ${n}`, 'n');
   const choices = prompts * n;
   if (choices > maxChoices)
-    bad(`${prompts} prompt(s) × n=${n} asks for ${choices} choices; the limit is ${maxChoices}`);
+    bad(`${prompts} prompt(s) × n=${n} asks for ${choices} choices; the limit is ${maxChoices}`, 'n');
   const { maxSequences, maxQueue } = capacity;
   if (choices > maxSequences + maxQueue)
     bad(
       `${prompts} prompt(s) × n=${n} asks for ${choices} sequences at once; this server decodes ${maxSequences} (--max-sequences) and queues ${maxQueue} more (--max-queue), so the request could never be admitted`,
+      'n',
     );
 }
 
@@ -116,14 +108,17 @@ function refuseUnsupported(body: SamplingFieldsBody): void {
   if (format != null && !(format.type === 'text' && Object.keys(format).length === 1))
     bad(
       `response_format ${format.type === undefined ? 'without a type' : `of type ${quoted(format.type)}`} is not supported; only {"type": "text"} (the default) is`,
+      'response_format',
     );
-  if (body.tools && body.tools.length > 0) bad('tools are not supported: this server does not call tools');
+  if (body.tools && body.tools.length > 0)
+    bad('tools are not supported: this server does not call tools', 'tools');
   if (body.functions && body.functions.length > 0)
-    bad('functions are not supported: this server does not call functions');
+    bad('functions are not supported: this server does not call functions', 'functions');
   const choice = body.tool_choice;
   if (choice != null && choice !== 'none' && choice !== 'auto')
     bad(
       `tool_choice ${quoted(choice)} is not supported: this server does not call tools ("none" and "auto" are accepted)`,
+      'tool_choice',
     );
 }
 
@@ -139,8 +134,9 @@ export function parseSamplingFields(
 ): SamplingParams {
   refuseUnsupported(body);
   const params = validateSamplingParams({ ...body, logprobs: opts.logprobs ?? null });
-  for (const [id] of params.logit_bias) checkTokenId(tokenizer, id, 'logit_bias token id');
-  for (const id of params.stop_token_ids) checkTokenId(tokenizer, id, 'stop_token_ids entry');
+  for (const [id] of params.logit_bias) checkTokenId(tokenizer, id, 'logit_bias token id', 'logit_bias');
+  for (const id of params.stop_token_ids)
+    checkTokenId(tokenizer, id, 'stop_token_ids entry', 'stop_token_ids');
   return params;
 }
 
@@ -155,8 +151,11 @@ export function chatLogprobs(body: {
   const top = body.top_logprobs;
   if (top != null) {
     if (!(Number.isSafeInteger(top) && top >= 0 && top <= MAX_LOGPROBS))
-      bad(`top_logprobs must be an integer between 0 and ${MAX_LOGPROBS}, got ${quoted(top)}`);
-    if (body.logprobs !== true) bad('top_logprobs needs logprobs: true');
+      bad(
+        `top_logprobs must be an integer between 0 and ${MAX_LOGPROBS}, got ${quoted(top)}`,
+        'top_logprobs',
+      );
+    if (body.logprobs !== true) bad('top_logprobs needs logprobs: true', 'top_logprobs');
   }
   return body.logprobs === true ? (top ?? 0) : undefined;
 }

@@ -7,6 +7,7 @@ export interface SchemaError {
   keyword?: string;
   instancePath?: string;
   message?: string;
+  params?: { missingProperty?: string };
 }
 
 const FORMS: Record<string, string> = {
@@ -27,4 +28,12 @@ export function formatSchemaErrors(errors: readonly SchemaError[], dataVar: stri
       parts.push(`${where} ${e.message}`);
   }
   return [...new Set(parts)].join(', ') || `${dataVar} is not valid`;
+}
+
+/** The top-level field the first error is about (OpenAI's `param`), if any. */
+export function schemaErrorParam(errors: readonly SchemaError[]): string | undefined {
+  const e = errors[0];
+  if (!e) return undefined;
+  const top = (e.instancePath ?? '').split('/')[1];
+  return top || e.params?.missingProperty || undefined;
 }

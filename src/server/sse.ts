@@ -29,6 +29,11 @@ export function sseJson(payload: unknown, event?: string): string {
   return sseText(JSON.stringify(payload), event);
 }
 
+/** A comment line (ignored by clients): keeps an idle stream open through proxies. */
+export function sseComment(text = ''): string {
+  return `: ${oneLine(text)}\n\n`;
+}
+
 function oneLine(s: string): string {
   return s.replace(/[\r\n]+/g, ' ');
 }

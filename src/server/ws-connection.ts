@@ -17,14 +17,17 @@ import { sendWithBackpressure, type WsSocket } from './ws-send.ts';
  * adds ids, per-connection limits, cancellation by message, backpressure and keep-alive pings.
  */
 
-/** Checks a `completion.create` message against the completions body schema. */
-export type Validate = (msg: unknown) => string | null;
+/** Checks a `completion.create` message against the completions body schema: the problem, or null. */
+export type Validate = (msg: unknown) => { message: string; param?: string | undefined } | null;
 
 const MAX_ID_LENGTH = 200;
 
-/** `model` and `system_fingerprint` of a delta, as in the SSE chunks. */
-function producedBy(model: ModelRef | undefined): { model?: string; system_fingerprint?: string } {
-  return model ? { model: model.name, system_fingerprint: model.version } : {};
+/** `model` (the name the request used) and `system_fingerprint` (the version that produced it) of a delta, as in SSE chunks. */
+function producedBy(
+  name: string,
+  model: ModelRef | undefined,
+): { model: string; system_fingerprint?: string } {
+  return model ? { model: name, system_fingerprint: model.version } : { model: name };
 }
 const ROUTE = '/v1/stream';
 
@@ -65,12 +68,13 @@ export class WsConnection {
   private sendError(id: string | undefined, err: unknown): void {
     const mapped = toApiError(err);
     if (mapped.internal) this.log.error({ err, id }, 'websocket request failed');
-    const { message, code } = mapped.body.error;
+    const { message, code, param } = mapped.body.error;
     this.send({
       type: 'error',
       ...(id === undefined ? {} : { id }),
       message,
       code,
+      ...(param ? { param } : {}),
       status: mapped.status,
     }).catch(
       () => {}, // the socket is gone; nobody to tell
@@ -181,17 +185,19 @@ export class WsConnection {
       if (kind === 'chat' && !chat)
         throw new ApiError('TF_ERR_BAD_ARGS', 'chat is not served on this socket');
       const problem = (chat?.validate ?? this.validate)(msg);
-      if (problem) throw new ApiError('TF_ERR_BAD_ARGS', problem);
-      const engine = this.ctx.acceptGeneration();
-      const parse = { modelName: this.ctx.modelName, maxChoices: this.ctx.limits.maxChoices };
+      if (problem) throw new ApiError('TF_ERR_BAD_ARGS', problem.message, problem.param);
+      const body = msg as unknown as CompletionBody | ChatBody;
+      const engine = this.ctx.acceptGeneration(body.model);
+      const parse = { maxChoices: this.ctx.limits.maxChoices };
       const req = chat
-        ? parseChatRequest(msg as unknown as ChatBody, engine, parse, chat.templates)
-        : parseCompletionRequest(msg as unknown as CompletionBody, engine, parse);
+        ? parseChatRequest(body as ChatBody, engine, parse, chat.templates)
+        : parseCompletionRequest(body as CompletionBody, engine, parse);
       promptTokens = req.prompts.reduce((s, p) => s + p.ids.length, 0);
       finishes.push(...Array.from({ length: req.prompts.length * req.n }, () => null));
       job = this.ctx.startJob();
       this.active.set(id, job);
       for await (const e of runCompletion(engine, req, job, this.ctx.metrics)) {
+        if (e.type === 'accepted') continue;
         if (e.type === 'text') {
           completionTokens += e.tokens;
           if (e.text === '' && !e.logprobs) continue;
@@ -203,7 +209,7 @@ export class WsConnection {
                   index: e.index,
                   content: e.text,
                   ...(e.reported ? { logprobs: chatTokenLogprobs(engine.tokenizer, e.reported) } : {}),
-                  ...producedBy(e.model),
+                  ...producedBy(engine.name, e.model),
                 }
               : {
                   type: 'completion.delta',
@@ -211,7 +217,7 @@ export class WsConnection {
                   index: e.index,
                   text: e.text,
                   ...(e.logprobs ? { logprobs: e.logprobs } : {}),
-                  ...producedBy(e.model),
+                  ...producedBy(engine.name, e.model),
                 },
           );
         } else if (e.type === 'finish') finishes[e.index] = e.finishReason;
@@ -250,7 +256,7 @@ export class WsConnection {
   }
 
   private count(status: number): void {
-    this.ctx.metrics.requests.inc({ route: ROUTE, status: String(status) });
+    this.ctx.metrics.requests.inc({ route: ROUTE, status: String(status), ...this.ctx.metrics.labels });
   }
 
   private heartbeat(): void {

@@ -29,10 +29,13 @@ export type ErrorCode =
 
 export class TokenFormerError extends Error {
   readonly code: ErrorCode;
-  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
-    super(message, options);
+  /** The request field at fault, when one is (OpenAI's `param`). */
+  readonly param: string | undefined;
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown; param?: string }) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
     this.name = 'TokenFormerError';
     this.code = code;
+    this.param = options?.param;
   }
 }
 

@@ -141,22 +141,39 @@ test('swap with migrate while an SSE stream is open: the stream continues on the
   const texts = choiceTexts(raw);
   assert.equal(texts.length, 16);
   for (const text of texts) assert.equal(text, reference.choices[0]!.text);
-  // Each chunk names the model that produced it: a until the swap, b after.
+  // Each chunk carries the served name, and in system_fingerprint the version that produced it:
+  // a's until the swap, b's after.
   const chunks = sseJson<{ model: string; system_fingerprint: string }>(raw);
-  const firstB = chunks.findIndex((c) => c.model === 'b');
+  assert.ok(chunks.every((c) => c.model === 'a'));
+  const firstB = chunks.findIndex((c) => c.system_fingerprint === result.to.version);
   assert.ok(firstB > 0, 'chunks from a came first');
-  assert.ok(
-    chunks.slice(0, firstB).every((c) => c.model === 'a' && c.system_fingerprint === result.from.version),
-  );
-  assert.ok(chunks.slice(firstB).every((c) => c.model === 'b' && c.system_fingerprint === result.to.version));
-  const models = (await (await fetch(`${server.url}/v1/models`)).json()) as { data: { id: string }[] };
-  assert.equal(models.data[0]!.id, 'b');
+  assert.ok(chunks.slice(0, firstB).every((c) => c.system_fingerprint === result.from.version));
+  assert.ok(chunks.slice(firstB).every((c) => c.system_fingerprint === result.to.version));
+  // /v1/models keeps the served name and says which version serves now.
+  const models = (await (await fetch(`${server.url}/v1/models`)).json()) as {
+    data: { id: string; version: string; root: string }[];
+  };
+  assert.equal(models.data[0]!.id, 'a');
+  assert.equal(models.data[0]!.version, result.to.version);
+  assert.equal(models.data[0]!.root, 'b');
   assert.equal(await server.metric('tokenformer_model_swaps_total{result="success"}'), 3);
-  assert.equal(await server.metric('tokenformer_streams_migrated_total{kv="moved"}'), result.migrated);
+  // The choices decoding at the swap moved their KV caches; those still queued (8 slots for 16
+  // choices) had none yet and queued again on b.
+  const moved = await server.metric('tokenformer_streams_migrated_total{kv="moved"}');
+  assert.ok(moved >= 1);
+  assert.equal(
+    moved + (await server.metric('tokenformer_streams_migrated_total{kv="recomputed"}')),
+    result.migrated,
+  );
   assert.equal(await server.metric('tokenformer_open_streams'), 0);
   await until(
     async () => ((await server.metric('tokenformer_models_loaded')) === 1 ? true : undefined),
     'the old model released',
   );
-  assert.match(await server.metricsText(), /tokenformer_model_info\{model="b",version="[^"]+"\} 1/);
+  assert.match(
+    await server.metricsText(),
+    new RegExp(
+      `tokenformer_model_info\\{model="a",version="${result.to.version}",model_name="a",source="b",state="serving"\\} 1`,
+    ),
+  );
 });

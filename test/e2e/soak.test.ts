@@ -24,6 +24,7 @@ test('soak: streams survive swaps both ways under both policies; nothing dropped
     ...['--from', 'a', '--to', 'b', '--corrupt-from', 'a', '--server-cwd', dir],
     ...['--clients', '20', '--duration-s', '24', '--warmup-s', '3', '--swap-every-s', '3', '--tail-s', '3'],
     ...['--max-tokens', '8-48', '--max-sequences', '8', '--threads', '1', '--json', json],
+    ...['--served-model-name', 'tf-soak'],
   ];
   const proc = spawn(process.execPath, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
@@ -37,6 +38,12 @@ test('soak: streams survive swaps both ways under both policies; nothing dropped
   assert.equal(r.streams.errors, 0, r.streams.problems.join('\n'));
   assert.equal(r.streams.hung, 0, r.streams.problems.join('\n'));
   assert.equal(r.streams.completed + r.streams.refused, r.streams.started);
+  // Every client sent the served name; every chunk named it, from both models' versions.
+  assert.ok(
+    r.versions.seen.every((v) => v.startsWith('tf-soak@')),
+    r.versions.seen.join(', '),
+  );
+  assert.ok(new Set(r.versions.seen).size >= 2, r.versions.seen.join(', '));
   assert.ok(r.streams.finish.cancelled > 0, 'some streams were cancelled mid-stream');
   assert.ok(r.streams.by_transport.sse.completed > 0 && r.streams.by_transport.ws.completed > 0);
   assert.equal(r.swaps.planned, 6);

@@ -156,6 +156,6 @@ test('prompts that do not fit the context are refused, not truncated', async () 
   const long = Array.from({ length: 2048 }, () => 5);
   await assert.rejects(
     collect(engine.generate(long, greedy())),
-    /the prompt has 2048 tokens; the model's context is 2048/,
+    /maximum context length is 2048 tokens\. However, the prompt has 2048 tokens/,
   );
 });

@@ -39,7 +39,7 @@ async function collect(it: AsyncIterable<GenerationEvent>, onDelta?: (n: number)
   let n = 0;
   for await (const e of it) {
     if (e.type === 'done') done = e;
-    else {
+    else if (!e.queued) {
       for (const _ of e.tokens) models.push(e.model?.name ?? '?');
       await onDelta?.(++n);
     }

@@ -3,7 +3,8 @@ import { symlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import type { GenerationEvent } from '../../src/engine/engine.ts';
-import { confineModelPath, ModelRegistry } from '../../src/engine/registry.ts';
+import { confineModelPath } from '../../src/engine/model-store.ts';
+import { ModelRegistry } from '../../src/engine/registry.ts';
 import { validateSamplingParams } from '../../src/engine/sampling/params.ts';
 import { tempDir } from '../helpers.ts';
 import { swapModelsRoot } from './served-model.ts';
@@ -39,7 +40,7 @@ async function collect(it: AsyncIterable<GenerationEvent>, onDelta?: (n: number)
   let done: Extract<GenerationEvent, { type: 'done' }> | undefined;
   for await (const e of it) {
     if (e.type === 'done') done = e;
-    else {
+    else if (!e.queued) {
       text += e.text;
       for (const t of e.tokens) {
         tokens.push(t.token);

@@ -142,7 +142,7 @@ test('max_tokens 0 needs echo; a scored prompt may fill the whole context', asyn
   assert.equal(r.statusCode, 200, r.body);
   assert.equal((r.json() as CompletionResponse).choices[0]!.logprobs!.tokens.length, context);
   const over = await complete({ prompt: [...full, 11], echo: true, logprobs: 0, max_tokens: 0 });
-  assertErrorShape(over.json(), 'TF_ERR_CONTEXT_LENGTH');
+  assertErrorShape(over.json(), 'context_length_exceeded');
   // With generation the prompt must leave room for a token.
-  assertErrorShape((await complete({ prompt: full, max_tokens: 1 })).json(), 'TF_ERR_CONTEXT_LENGTH');
+  assertErrorShape((await complete({ prompt: full, max_tokens: 1 })).json(), 'context_length_exceeded');
 });

@@ -14,6 +14,7 @@ import { TokenBucket } from '../../src/server/token-bucket.ts';
 import { swapModelsRoot } from '../engine/served-model.ts';
 import { tempDir } from '../helpers.ts';
 import { assertErrorShape } from './helpers.ts';
+import { chromiumEvaluate } from './processes.ts';
 
 /**
  * The security rules of the server (README "Security"), on real server processes: "locked"
@@ -109,15 +110,14 @@ async function completeOverWs(ws: WsClient): Promise<Record<string, unknown>> {
 
 // ---------------------------------------------------------------------------------------------
 
-test('API keys: /health, /ready and /metrics stay open; every other route answers 401 without a key', async () => {
-  for (const path of ['/health', '/ready', '/metrics'])
+test('API keys: /health, /ready, /metrics and the playground page stay open; every other route answers 401 without a key', async () => {
+  for (const path of ['/health', '/ready', '/metrics', '/'])
     assert.equal((await fetch(`${locked.url}${path}`)).status, 200, path);
   const routes: [string, string, unknown?][] = [
     ['GET', '/v1/models'],
     ['POST', '/v1/completions', { prompt: 'Hi', max_tokens: 1 }],
     ['POST', '/tokenize', { prompt: 'Hi' }],
     ['POST', '/detokenize', { tokens: [1] }],
-    ['GET', '/'],
     ['GET', '/no/such/route'],
   ];
   for (const [method, path, body] of routes) {
@@ -370,8 +370,8 @@ test('no stack traces or file paths in any error answer', async () => {
 test('a client that sends its headers too slowly (slowloris) gets 408 and is disconnected', async () => {
   // A real listening server with short limits; the engine never loads (/health needs none).
   const app = buildApp({
-    engine: new Promise(() => {}),
-    modelName: 'm',
+    registry: new Promise(() => {}),
+    servedNames: ['m'],
     limits: { headersTimeoutMs: 300, receiveTimeoutMs: 600 },
   });
   const address = await app.listen({ host: '127.0.0.1', port: 0 });
@@ -418,7 +418,7 @@ test('key and origin parsing: one per line or comma-separated, comments skipped,
   );
   assert.throws(() => parseCorsOrigins('a.example', 'x'), /not an origin/);
   assert.throws(
-    () => buildApp({ engine: new Promise(() => {}), modelName: 'm', apiKeys: [] }),
+    () => buildApp({ registry: new Promise(() => {}), servedNames: ['m'], apiKeys: [] }),
     /apiKeys is empty/,
   );
 });
@@ -449,4 +449,27 @@ test('withoutPaths keeps the last component of each path and leaves prose alone'
     withoutPaths('model "../x/y" is not inside /srv/models/root', '../x/y'),
     'model "../x/y" is not inside root',
   );
+});
+
+test('the playground works with API keys on: the page loads without one, asks for a key on 401 and sends it', async () => {
+  // The expression plays the user: when the page asks for a key, it types one and presses Generate.
+  const state = (await chromiumEvaluate(
+    join(dir, 'chromium-keys'),
+    `${locked.url}/?prompt=${encodeURIComponent('Call me Ishmael.')}&max_tokens=6&temperature=0&autorun=1`,
+    `(() => {
+      const b = document.body.dataset;
+      if (b.state === 'needs-key' && !window.__asked) {
+        window.__asked = document.getElementById('status').textContent;
+        document.getElementById('api_key').value = ${JSON.stringify(FILE_KEY)};
+        document.getElementById('run').click();
+      }
+      return { state: b.state, asked: window.__asked ?? null, status: document.getElementById('status').textContent,
+        version: document.getElementById('version').textContent };
+    })()`,
+    (v) => ['done', 'error'].includes((v as { state?: string } | undefined)?.state ?? ''),
+  )) as { state: string; asked: string | null; status: string; version: string };
+  assert.match(state.asked ?? '', /API key is required/);
+  assert.equal(state.state, 'done', state.status);
+  assert.match(state.status, /^done: 6 tokens/);
+  assert.match(state.version, /^[0-9a-f]{12}-step\d+$/);
 });

@@ -19,7 +19,7 @@ after(async () => {
   for (const c of cleanups.reverse()) await c();
 });
 
-test('a worker crash mid-stream: the SSE stream completes; repeated crashes turn /ready to 503', async () => {
+test('a worker crash mid-stream: the SSE stream completes; once the supervisor gives up, /ready and /health answer 503', async () => {
   const dir = tempDir({ after: (fn) => cleanups.push(fn) });
   const root = await swapModelsRoot(dir);
   const registry = await ModelRegistry.open('a', {
@@ -29,8 +29,7 @@ test('a worker crash mid-stream: the SSE stream completes; repeated crashes turn
     maxRestarts: 1,
   });
   cleanups.push(() => registry.close());
-  const app = buildApp({ engine: registry.model.engine, modelName: 'a', logger: false });
-  app.tokenformer.attachRegistry(registry);
+  const app = buildApp({ registry, servedNames: ['a'], logger: false });
   cleanups.push(() => app.close());
   const url = await app.listen({ host: '127.0.0.1', port: 0 });
 
@@ -68,6 +67,9 @@ test('a worker crash mid-stream: the SSE stream completes; repeated crashes turn
 
   await registry.model.engine.kill(); // a second crash within a minute: over maxRestarts (1)
   await until(async () => ((await fetch(`${url}/ready`)).status === 503 ? true : undefined), '/ready 503');
-  assert.equal((await fetch(`${url}/health`)).status, 200);
+  // The liveness probe (deploy/kubernetes: /health) now restarts the pod.
+  const health = await fetch(`${url}/health`);
+  assert.equal(health.status, 503);
+  assert.match(JSON.stringify(await health.json()), /crashed repeatedly and is not restarted/);
   assert.equal(await metric('tokenformer_worker_crashes_total'), 2);
 });

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { EventEmitter } from 'node:events';
 import { test } from 'node:test';
-import type { Engine } from '../../src/engine/engine.ts';
+import type { ModelRegistry } from '../../src/engine/registry.ts';
 import { buildApp } from '../../src/server/app.ts';
 import { WsConnection } from '../../src/server/ws-connection.ts';
 import { WS_OPEN, type WsSocket } from '../../src/server/ws-send.ts';
@@ -44,8 +44,8 @@ async function until(ok: () => boolean, what: string): Promise<void> {
 
 test('keep-alive: a socket that answers pings stays open; one that does not is closed', async () => {
   const app = buildApp({
-    engine: new Promise<Engine>(() => {}),
-    modelName: 'm',
+    registry: new Promise<ModelRegistry>(() => {}),
+    servedNames: ['m'],
     limits: { wsPingIntervalMs: 10 },
   });
   try {

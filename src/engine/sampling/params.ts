@@ -1,4 +1,4 @@
-import { fail } from '../../util/errors.ts';
+import { TokenFormerError } from '../../util/errors.ts';
 
 /**
  * Per-request sampling parameters, validated once at the boundary (the server route) and then
@@ -54,13 +54,16 @@ export const MAX_LOGIT_BIAS = 100;
 /** OpenAI's default for /v1/completions. */
 export const DEFAULT_MAX_TOKENS = 16;
 
-const bad = (msg: string): never => fail('TF_ERR_BAD_ARGS', msg);
+/** Every error names its field as `param` (OpenAI's error field). */
+const bad = (msg: string, param?: string): never => {
+  throw new TokenFormerError('TF_ERR_BAD_ARGS', msg, param === undefined ? undefined : { param });
+};
 const show = (v: unknown): string => (typeof v === 'string' ? JSON.stringify(v) : String(v));
 
 function num(raw: Record<string, unknown>, key: string, dflt: number): number {
   const v = raw[key];
   if (v === undefined || v === null) return dflt;
-  if (typeof v !== 'number') return bad(`${key} must be a number, got ${typeof v} ${show(v)}`);
+  if (typeof v !== 'number') return bad(`${key} must be a number, got ${typeof v} ${show(v)}`, key);
   return v;
 }
 
@@ -68,25 +71,26 @@ function int(raw: Record<string, unknown>, key: string): number | undefined {
   const v = raw[key];
   if (v === undefined || v === null) return undefined;
   if (typeof v !== 'number' || !Number.isSafeInteger(v))
-    return bad(`${key} must be an integer, got ${show(v)}`);
+    return bad(`${key} must be an integer, got ${show(v)}`, key);
   return v;
 }
 
-function between(key: string, v: number, lo: number, hi: number): number {
+function between(key: string, v: number, lo: number, hi: number, param = key): number {
   // Written so that NaN fails too.
-  if (!(v >= lo && v <= hi)) bad(`${key} must be between ${lo} and ${hi}, got ${v}`);
+  if (!(v >= lo && v <= hi)) bad(`${key} must be between ${lo} and ${hi}, got ${v}`, param);
   return v;
 }
 
 function stops(v: unknown): string[] {
   if (v === undefined || v === null) return [];
   const list = typeof v === 'string' ? [v] : v;
-  if (!Array.isArray(list)) return bad(`stop must be a string or an array of strings, got ${typeof v}`);
+  if (!Array.isArray(list))
+    return bad(`stop must be a string or an array of strings, got ${typeof v}`, 'stop');
   if (list.length > MAX_STOP_STRINGS)
-    bad(`stop must hold at most ${MAX_STOP_STRINGS} strings, got ${list.length}`);
+    bad(`stop must hold at most ${MAX_STOP_STRINGS} strings, got ${list.length}`, 'stop');
   for (const s of list) {
-    if (typeof s !== 'string') bad(`stop must hold only strings, got ${typeof s} ${show(s)}`);
-    if (s === '') bad('stop strings must not be empty');
+    if (typeof s !== 'string') bad(`stop must hold only strings, got ${typeof s} ${show(s)}`, 'stop');
+    if (s === '') bad('stop strings must not be empty', 'stop');
   }
   return [...(list as string[])];
 }
@@ -96,14 +100,18 @@ function logitBias(v: unknown): [number, number][] {
   if (typeof v !== 'object' || Array.isArray(v))
     return bad(
       `logit_bias must be an object mapping token ids to biases, got ${Array.isArray(v) ? 'an array' : typeof v}`,
+      'logit_bias',
     );
   const out: [number, number][] = [];
   for (const [key, bias] of Object.entries(v)) {
     const id = /^\d{1,15}$/.test(key) ? Number(key) : Number.NaN;
     if (!Number.isSafeInteger(id))
-      bad(`logit_bias keys must be token ids (integers ≥ 0), got ${JSON.stringify(key.slice(0, 40))}`);
-    if (typeof bias !== 'number') bad(`logit_bias[${id}] must be a number, got ${show(bias)}`);
-    between(`logit_bias[${id}]`, bias as number, -MAX_LOGIT_BIAS, MAX_LOGIT_BIAS);
+      bad(
+        `logit_bias keys must be token ids (integers ≥ 0), got ${JSON.stringify(key.slice(0, 40))}`,
+        'logit_bias',
+      );
+    if (typeof bias !== 'number') bad(`logit_bias[${id}] must be a number, got ${show(bias)}`, 'logit_bias');
+    between(`logit_bias[${id}]`, bias as number, -MAX_LOGIT_BIAS, MAX_LOGIT_BIAS, 'logit_bias');
     out.push([id, bias as number]);
   }
   return out.sort((a, b) => a[0] - b[0]);
@@ -111,12 +119,13 @@ function logitBias(v: unknown): [number, number][] {
 
 function stopTokenIds(v: unknown): number[] {
   if (v === undefined || v === null) return [];
-  if (!Array.isArray(v)) return bad(`stop_token_ids must be an array of token ids, got ${typeof v}`);
+  if (!Array.isArray(v))
+    return bad(`stop_token_ids must be an array of token ids, got ${typeof v}`, 'stop_token_ids');
   if (v.length > MAX_STOP_TOKEN_IDS)
-    bad(`stop_token_ids must hold at most ${MAX_STOP_TOKEN_IDS} ids, got ${v.length}`);
+    bad(`stop_token_ids must hold at most ${MAX_STOP_TOKEN_IDS} ids, got ${v.length}`, 'stop_token_ids');
   for (const id of v)
     if (!(typeof id === 'number' && Number.isSafeInteger(id) && id >= 0))
-      bad(`stop_token_ids must hold token ids (integers ≥ 0), got ${show(id)}`);
+      bad(`stop_token_ids must hold token ids (integers ≥ 0), got ${show(id)}`, 'stop_token_ids');
   return [...new Set(v as number[])];
 }
 
@@ -149,24 +158,29 @@ export function validateSamplingParams(raw: unknown): SamplingParams {
   const min_p = between('min_p', num(r, 'min_p', 0), 0, 1);
   const repetition_penalty = num(r, 'repetition_penalty', 1);
   if (!(repetition_penalty > 0 && Number.isFinite(repetition_penalty))) {
-    bad(`repetition_penalty must be a finite number > 0 (1 = off), got ${repetition_penalty}`);
+    bad(
+      `repetition_penalty must be a finite number > 0 (1 = off), got ${repetition_penalty}`,
+      'repetition_penalty',
+    );
   }
   const presence_penalty = between('presence_penalty', num(r, 'presence_penalty', 0), -2, 2);
   const frequency_penalty = between('frequency_penalty', num(r, 'frequency_penalty', 0), -2, 2);
 
   let top_k = int(r, 'top_k') ?? 0;
   if (top_k === -1) top_k = 0;
-  if (top_k < 0) bad(`top_k must be ≥ 0 (0 or -1 = off), got ${top_k}`);
+  if (top_k < 0) bad(`top_k must be ≥ 0 (0 or -1 = off), got ${top_k}`, 'top_k');
 
   const max_tokens = int(r, 'max_tokens') ?? DEFAULT_MAX_TOKENS;
-  if (max_tokens < 1) bad(`max_tokens must be ≥ 1, got ${max_tokens}`);
+  if (max_tokens < 1) bad(`max_tokens must be ≥ 1, got ${max_tokens}`, 'max_tokens');
 
   const ignore_eos = r.ignore_eos ?? false;
-  if (typeof ignore_eos !== 'boolean') bad(`ignore_eos must be a boolean, got ${show(ignore_eos)}`);
+  if (typeof ignore_eos !== 'boolean')
+    bad(`ignore_eos must be a boolean, got ${show(ignore_eos)}`, 'ignore_eos');
 
   const min_tokens = int(r, 'min_tokens') ?? 0;
-  if (min_tokens < 0) bad(`min_tokens must be ≥ 0, got ${min_tokens}`);
-  if (min_tokens > max_tokens) bad(`min_tokens (${min_tokens}) must not exceed max_tokens (${max_tokens})`);
+  if (min_tokens < 0) bad(`min_tokens must be ≥ 0, got ${min_tokens}`, 'min_tokens');
+  if (min_tokens > max_tokens)
+    bad(`min_tokens (${min_tokens}) must not exceed max_tokens (${max_tokens})`, 'min_tokens');
 
   const out: SamplingParams = {
     temperature,

@@ -31,6 +31,8 @@ export const adminRoute: FastifyPluginAsync<{ ctx: ServerContext; adminToken: st
   app,
   { ctx, adminToken },
 ) => {
+  // Also after the supervisor gave up (swaps then refuse on their own): the listing helps diagnose.
+  const loadedRegistry = () => ctx.registry ?? ctx.requireRegistry();
   const authorize = (request: FastifyRequest) => {
     if (!adminToken)
       throw new ApiError('TF_ERR_FORBIDDEN', 'admin routes are disabled: set TOKENFORMER_ADMIN_TOKEN');
@@ -42,7 +44,7 @@ export const adminRoute: FastifyPluginAsync<{ ctx: ServerContext; adminToken: st
     '/admin/swap',
     { schema: swapSchema, preValidation: async (r) => authorize(r) },
     async (request) => {
-      const registry = ctx.requireRegistry();
+      const registry = loadedRegistry();
       try {
         const result = await registry.swap(request.body.model, request.body.policy);
         request.log.info({ swap: result }, `swapped to ${result.to.name} (${result.policy})`);
@@ -69,8 +71,9 @@ export const adminRoute: FastifyPluginAsync<{ ctx: ServerContext; adminToken: st
   );
 
   app.get('/admin/models', { preValidation: async (r) => authorize(r) }, async () => {
-    const registry = ctx.requireRegistry();
+    const registry = loadedRegistry();
     return {
+      served_names: ctx.servedNames,
       active: {
         name: registry.model.name,
         version: registry.model.version,

@@ -1,6 +1,5 @@
 import { randomUUID } from 'node:crypto';
 import type { FastifyPluginAsync } from 'fastify';
-import type { ModelRef } from '../../engine/text-stream.ts';
 import type { Tokenizer } from '../../tokenizer/tokenizer.ts';
 import { type ChatBody, type ChatTemplates, chatBodySchema, parseChatRequest } from '../chat.ts';
 import {
@@ -14,16 +13,11 @@ import {
 import type { ServerContext } from '../context.ts';
 import { ApiError } from '../errors.ts';
 import { type CompletionEvent, runCompletion } from '../generate.ts';
-import type { CompletionMeta, Usage } from '../openai.ts';
+import { type CompletionMeta, producedBy, type Usage } from '../openai.ts';
 import { onResponseClose } from '../response.ts';
 import { pipeSse } from '../sse-stream.ts';
 
 type Events = AsyncGenerator<CompletionEvent, void, undefined>;
-
-/** The meta of a chunk: `model` and `system_fingerprint` name the model that produced it. */
-function producedBy(meta: CompletionMeta, e: { model?: ModelRef }): CompletionMeta {
-  return e.model ? { ...meta, model: e.model.name, system_fingerprint: e.model.version } : meta;
-}
 
 /**
  * POST /v1/chat/completions, the OpenAI Chat Completions API over the same completion stream as
@@ -38,13 +32,8 @@ export const chatRoute: FastifyPluginAsync<{ ctx: ServerContext; templates: Chat
     '/v1/chat/completions',
     { schema: { body: chatBodySchema } },
     async (request, reply) => {
-      const engine = ctx.acceptGeneration();
-      const req = parseChatRequest(
-        request.body,
-        engine,
-        { modelName: ctx.modelName, maxChoices: ctx.limits.maxChoices },
-        templates,
-      );
+      const engine = ctx.acceptGeneration(request.body.model);
+      const req = parseChatRequest(request.body, engine, { maxChoices: ctx.limits.maxChoices }, templates);
       const job = ctx.startJob();
       const unwatch = onResponseClose(reply.raw, (finished) => {
         if (!finished) job.abort(new ApiError('TF_ERR_CLIENT_CLOSED', 'the client closed the connection'));
@@ -52,21 +41,26 @@ export const chatRoute: FastifyPluginAsync<{ ctx: ServerContext; templates: Chat
       const meta: CompletionMeta = {
         id: `chatcmpl-${randomUUID().replaceAll('-', '')}`,
         created: Math.floor(Date.now() / 1000),
-        model: ctx.modelName,
-        system_fingerprint: ctx.modelVersion,
+        model: engine.name,
+        system_fingerprint: engine.version,
       };
       const events = runCompletion(engine, req, job, ctx.metrics);
       const count = req.prompts.length * req.n;
       try {
         // Admission: a full queue or a refused prompt still gets its own HTTP status.
-        const first = await events.next();
+        await events.next();
         if (!req.stream) {
           const withLogprobs = req.params.logprobs !== undefined;
-          return await collect(first, events, meta, count, engine.tokenizer, withLogprobs);
+          const response = await collect(events, meta, count, engine.tokenizer, withLogprobs);
+          return reply.header('x-model-version', response.system_fingerprint).send(response);
         }
         reply.hijack();
-        const chunks = chatChunks(first, events, meta, count, req.includeUsage, engine.tokenizer);
-        await pipeSse(reply.raw, request.id, request.log, chunks);
+        await pipeSse(reply.raw, chatChunks(events, meta, count, req.includeUsage, engine.tokenizer), {
+          requestId: request.id,
+          log: request.log,
+          modelVersion: engine.version,
+          keepAliveMs: ctx.limits.sseKeepAliveMs,
+        });
         return reply;
       } catch (err) {
         if (err instanceof ApiError && err.code === 'TF_ERR_CLIENT_CLOSED') {
@@ -83,7 +77,6 @@ export const chatRoute: FastifyPluginAsync<{ ctx: ServerContext; templates: Chat
 };
 
 async function collect(
-  first: IteratorResult<CompletionEvent>,
   events: Events,
   meta: CompletionMeta,
   count: number,
@@ -99,8 +92,9 @@ async function collect(
   const logprobs: ChatTokenLogprob[][] = choices.map(() => []);
   let total: Usage | undefined;
   let answeredBy = meta;
-  for (let r = first; !r.done; r = await events.next()) {
+  for (let r = await events.next(); !r.done; r = await events.next()) {
     const e = r.value;
+    if (e.type === 'accepted') continue;
     if (e.type !== 'usage') answeredBy = producedBy(answeredBy, e);
     if (e.type === 'text') {
       choices[e.index]!.message.content += e.text;
@@ -117,7 +111,6 @@ async function collect(
  * (with logprobs when asked), a chunk with its `finish_reason`, and the usage chunk when asked.
  */
 export async function* chatChunks(
-  first: IteratorResult<CompletionEvent>,
   events: Events,
   meta: CompletionMeta,
   count: number,
@@ -132,8 +125,9 @@ export async function* chatChunks(
       usageField,
     );
   try {
-    for (let r = first; !r.done; r = await events.next()) {
+    for (let r = await events.next(); !r.done; r = await events.next()) {
       const e = r.value;
+      if (e.type === 'accepted') continue;
       if (e.type === 'text') {
         if (e.text === '' && !e.reported?.length) continue;
         const logprobs = e.reported ? chatTokenLogprobs(tokenizer, e.reported) : null;

@@ -1,10 +1,8 @@
 import { randomUUID } from 'node:crypto';
-import type { ServerResponse } from 'node:http';
-import type { FastifyBaseLogger, FastifyPluginAsync } from 'fastify';
-import type { ModelRef } from '../../engine/text-stream.ts';
+import type { FastifyPluginAsync } from 'fastify';
 import { type CompletionBody, parseCompletionRequest } from '../completion.ts';
 import type { ServerContext } from '../context.ts';
-import { ApiError, toApiError } from '../errors.ts';
+import { ApiError } from '../errors.ts';
 import { type CompletionEvent, runCompletion } from '../generate.ts';
 import {
   type CompletionChoice,
@@ -13,11 +11,12 @@ import {
   completionChunk,
   completionResponse,
   mergeLogprobs,
+  producedBy,
   type Usage,
 } from '../openai.ts';
 import { onResponseClose } from '../response.ts';
 import { samplingFieldsSchema } from '../sampling-fields.ts';
-import { SSE_DONE, SSE_HEADERS, sseJson } from '../sse.ts';
+import { pipeSse } from '../sse-stream.ts';
 
 const tokenIds = { type: 'array', minItems: 1, items: { type: 'integer', minimum: 0 } } as const;
 const optional = (type: string) => ({ type: [type, 'null'] }) as const;
@@ -57,11 +56,8 @@ export const completionsRoute: FastifyPluginAsync<{ ctx: ServerContext }> = asyn
     '/v1/completions',
     { schema: { body: completionsBodySchema } },
     async (request, reply) => {
-      const engine = ctx.acceptGeneration();
-      const req = parseCompletionRequest(request.body, engine, {
-        modelName: ctx.modelName,
-        maxChoices: ctx.limits.maxChoices,
-      });
+      const engine = ctx.acceptGeneration(request.body.model);
+      const req = parseCompletionRequest(request.body, engine, { maxChoices: ctx.limits.maxChoices });
       const job = ctx.startJob();
       // A client that goes away cancels its generations (and frees their KV-cache slots).
       const unwatch = onResponseClose(reply.raw, (finished) => {
@@ -70,16 +66,25 @@ export const completionsRoute: FastifyPluginAsync<{ ctx: ServerContext }> = asyn
       const meta: CompletionMeta = {
         id: `cmpl-${randomUUID().replaceAll('-', '')}`,
         created: Math.floor(Date.now() / 1000),
-        model: ctx.modelName,
-        system_fingerprint: ctx.modelVersion,
+        model: engine.name,
+        system_fingerprint: engine.version,
       };
       const events = runCompletion(engine, req, job, ctx.metrics);
       try {
-        // Admission: a full queue or a refused prompt still gets its own HTTP status.
-        const first = await events.next();
-        if (!req.stream) return await collect(first, events, meta, req.prompts.length * req.n);
+        // Admission (every choice queued): a full queue or a refused prompt still gets its own
+        // HTTP status; after it, SSE headers go out at once, before the first token.
+        await events.next();
+        if (!req.stream) {
+          const response = await collect(events, meta, req.prompts.length * req.n);
+          return reply.header('x-model-version', response.system_fingerprint).send(response);
+        }
         reply.hijack();
-        await streamSse(reply.raw, request.id, request.log, first, events, meta, req.includeUsage);
+        await pipeSse(reply.raw, completionChunks(events, meta, req.includeUsage), {
+          requestId: request.id,
+          log: request.log,
+          modelVersion: engine.version,
+          keepAliveMs: ctx.limits.sseKeepAliveMs,
+        });
         return reply;
       } catch (err) {
         if (err instanceof ApiError && err.code === 'TF_ERR_CLIENT_CLOSED') {
@@ -95,12 +100,7 @@ export const completionsRoute: FastifyPluginAsync<{ ctx: ServerContext }> = asyn
   );
 };
 
-async function collect(
-  first: IteratorResult<CompletionEvent>,
-  events: Events,
-  meta: CompletionMeta,
-  count: number,
-) {
+async function collect(events: Events, meta: CompletionMeta, count: number) {
   const choices: CompletionChoice[] = Array.from({ length: count }, (_, index) => ({
     index,
     text: '',
@@ -110,8 +110,9 @@ async function collect(
   const logprobs: CompletionLogprobs[][] = choices.map(() => []);
   let total: Usage | undefined;
   let answeredBy = meta;
-  for (let r = first; !r.done; r = await events.next()) {
+  for (let r = await events.next(); !r.done; r = await events.next()) {
     const e = r.value;
+    if (e.type === 'accepted') continue;
     if (e.type !== 'usage') answeredBy = producedBy(answeredBy, e);
     if (e.type === 'text') {
       choices[e.index]!.text += e.text;
@@ -120,67 +121,33 @@ async function collect(
     else total = e.usage;
   }
   for (const c of choices) if (logprobs[c.index]!.length > 0) c.logprobs = mergeLogprobs(logprobs[c.index]!);
-  // A stream migrated by a swap ends on the new model: the response names the last one.
+  // A stream migrated by a swap ends on the new model: the response names the last version.
   return completionResponse(answeredBy, choices, total!);
 }
 
-/** The meta of a chunk: `model` and `system_fingerprint` name the model that produced it. */
-function producedBy(meta: CompletionMeta, e: { model?: ModelRef }): CompletionMeta {
-  return e.model ? { ...meta, model: e.model.name, system_fingerprint: e.model.version } : meta;
-}
-
-/** Waits until `res` can take more, or is closed. */
-function drained(res: ServerResponse): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      res.off('drain', done).off('close', done);
-      resolve();
-    };
-    res.once('drain', done).once('close', done);
-  });
-}
-
-/**
- * The SSE adapter: one OpenAI chunk per event, `data: [DONE]` at the end. An error after the
- * headers (timeout, shutdown, engine failure) is sent as a `data: {"error": …}` event, which
- * OpenAI clients raise, and the stream ends without [DONE].
- */
-async function streamSse(
-  res: ServerResponse,
-  requestId: string,
-  log: FastifyBaseLogger,
-  first: IteratorResult<CompletionEvent>,
+/** The completion stream as OpenAI chunks; the usage chunk names the version that produced the last text. */
+async function* completionChunks(
   events: Events,
   meta: CompletionMeta,
   includeUsage: boolean,
-): Promise<void> {
-  res.writeHead(200, { ...SSE_HEADERS, 'x-request-id': requestId });
+): AsyncGenerator<object, void, undefined> {
   const usageField = includeUsage ? null : undefined;
-  const write = async (s: string) => {
-    if (res.destroyed) throw new ApiError('TF_ERR_CLIENT_CLOSED', 'the client closed the connection');
-    if (!res.write(s)) await drained(res);
-  };
-  const choice = (e: Exclude<CompletionEvent, { type: 'usage' }>): CompletionChoice =>
+  let latest = meta;
+  const choice = (e: Extract<CompletionEvent, { type: 'text' | 'finish' }>): CompletionChoice =>
     e.type === 'text'
       ? { index: e.index, text: e.text, logprobs: e.logprobs, finish_reason: null }
       : { index: e.index, text: '', logprobs: null, finish_reason: e.finishReason };
   try {
-    for (let r = first; !r.done; r = await events.next()) {
+    for (let r = await events.next(); !r.done; r = await events.next()) {
       const e = r.value;
+      if (e.type === 'accepted') continue;
       if (e.type === 'text' && e.text === '' && !e.logprobs) continue;
-      if (e.type !== 'usage')
-        await write(sseJson(completionChunk(producedBy(meta, e), [choice(e)], usageField)));
-      else if (includeUsage) await write(sseJson(completionChunk(meta, [], e.usage)));
+      if (e.type !== 'usage') {
+        latest = producedBy(latest, e);
+        yield completionChunk(latest, [choice(e)], usageField);
+      } else if (includeUsage) yield completionChunk(latest, [], e.usage);
     }
-    await write(SSE_DONE);
-  } catch (err) {
-    if (err instanceof ApiError && err.code === 'TF_ERR_CLIENT_CLOSED') return;
-    const mapped = toApiError(err, { requestId });
-    if (mapped.internal) log.error({ err }, 'stream failed');
-    else log.info({ code: mapped.code }, 'stream ended with an error');
-    if (!res.destroyed) res.write(sseJson(mapped.body));
   } finally {
     void events.return();
-    res.end();
   }
 }

@@ -6,6 +6,7 @@ const PAGE = readFileSync(new URL('../playground.html', import.meta.url), 'utf8'
 
 /** GET /: the playground, one self-contained page (inline script and style, nothing external). */
 export const playgroundRoute: FastifyPluginAsync<{ ctx: ServerContext }> = async (app, { ctx }) => {
+  // The served name: the page asks for it, and keeps it across swaps.
   const page = PAGE.replaceAll('{{MODEL}}', escapeHtml(ctx.modelName));
   app.get('/', async (_request, reply) =>
     reply

@@ -2,7 +2,7 @@ import type { FastifyPluginAsync } from 'fastify';
 import { type ChatTemplates, chatBodySchema } from '../chat.ts';
 import type { ServerContext } from '../context.ts';
 import { ApiError } from '../errors.ts';
-import { formatSchemaErrors, type SchemaError } from '../schema-errors.ts';
+import { formatSchemaErrors, type SchemaError, schemaErrorParam } from '../schema-errors.ts';
 import { type Validate, WsConnection } from '../ws-connection.ts';
 import type { WsSocket } from '../ws-send.ts';
 import { completionsBodySchema } from './completions.ts';
@@ -25,8 +25,11 @@ export const streamRoute: FastifyPluginAsync<{ ctx: ServerContext; templates: Ch
       // The same schema (and compiler) as POST /v1/completions checks completion.create messages.
       const validator = (schema: object): Validate => {
         const check = request.compileValidationSchema(schema);
-        return (msg) =>
-          check(msg) ? null : formatSchemaErrors((check.errors ?? []) as SchemaError[], 'message');
+        return (msg) => {
+          if (check(msg)) return null;
+          const errors = (check.errors ?? []) as SchemaError[];
+          return { message: formatSchemaErrors(errors, 'message'), param: schemaErrorParam(errors) };
+        };
       };
       const chat = { validate: validator(chatBodySchema), templates };
       new WsConnection(socket as WsSocket, ctx, validator(completionsBodySchema), request.log, chat);

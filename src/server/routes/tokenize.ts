@@ -1,6 +1,5 @@
 import type { FastifyPluginAsync } from 'fastify';
 import type { ServerContext } from '../context.ts';
-import { ApiError, quoted } from '../errors.ts';
 
 const tokenizeBodySchema = {
   type: 'object',
@@ -17,21 +16,16 @@ const detokenizeBodySchema = {
   },
 } as const;
 
-/** POST /tokenize and POST /detokenize (vLLM's shapes): the served model's tokenizer, no specials added. */
+/**
+ * POST /tokenize and POST /detokenize (vLLM's shapes): the tokenizer of the model `model` names
+ * (the serving one for a served name or none, else a loaded version), no specials added.
+ */
 export const tokenizeRoute: FastifyPluginAsync<{ ctx: ServerContext }> = async (app, { ctx }) => {
-  const checkModel = (model: string | null | undefined) => {
-    if (model && model !== ctx.modelName)
-      throw new ApiError(
-        'TF_ERR_MODEL_NOT_FOUND',
-        `the model ${quoted(model)} does not exist; this server serves ${JSON.stringify(ctx.modelName)}`,
-      );
-  };
   app.post<{ Body: { model?: string | null; prompt: string } }>(
     '/tokenize',
     { schema: { body: tokenizeBodySchema } },
     async (request) => {
-      checkModel(request.body.model);
-      const engine = ctx.requireEngine();
+      const { engine } = ctx.lookup(request.body.model).model;
       const tokens = engine.tokenizer.encode(request.body.prompt);
       return {
         tokens,
@@ -46,9 +40,9 @@ export const tokenizeRoute: FastifyPluginAsync<{ ctx: ServerContext }> = async (
     '/detokenize',
     { schema: { body: detokenizeBodySchema } },
     async (request) => {
-      checkModel(request.body.model);
+      const { engine } = ctx.lookup(request.body.model).model;
       // An id outside the vocabulary is TF_ERR_BAD_ARGS (400) from the tokenizer.
-      return { prompt: ctx.requireEngine().tokenizer.decode(request.body.tokens) };
+      return { prompt: engine.tokenizer.decode(request.body.tokens) };
     },
   );
 };

@@ -22,8 +22,8 @@ test('admin routes answer 403 when no admin token is configured', async () => {
   }
 });
 
-test('with a token: 401 without or with a wrong bearer token; a server without a registry cannot swap', async () => {
-  const app = buildApp({ engine: t.engine, modelName: 'm', adminToken: 'right' });
+test('with a token: 401 without or with a wrong bearer token; a swap to a missing model is 404', async () => {
+  const app = buildApp({ registry: t.registry, servedNames: ['m'], adminToken: 'right' });
   await app.ready();
   try {
     const none = await app.inject({ method: 'GET', url: '/admin/models' });
@@ -41,8 +41,8 @@ test('with a token: 401 without or with a wrong bearer token; a server without a
       headers: { authorization: 'Bearer right' },
       payload: { model: 'x', policy: 'drain' },
     });
-    assert.equal(ok.statusCode, 503);
-    assertErrorShape(ok.json(), 'TF_ERR_NOT_READY');
+    assert.equal(ok.statusCode, 404);
+    assertErrorShape(ok.json(), 'TF_ERR_NOT_FOUND');
   } finally {
     await app.close();
   }

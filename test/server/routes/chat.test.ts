@@ -4,7 +4,7 @@ import { sseData } from '../../../scripts/harness/sse.ts';
 import type { ChatChunk, ChatCompletion } from '../../../src/server/chat-openai.ts';
 import { ChatTemplate } from '../../../src/server/chat-template.ts';
 import type { CompletionResponse } from '../../../src/server/openai.ts';
-import { assertErrorShape, MODEL, type TestApp, testApp, VERSION } from '../helpers.ts';
+import { assertErrorShape, MODEL, type TestApp, testApp } from '../helpers.ts';
 
 let t: TestApp;
 before(async () => {
@@ -30,7 +30,7 @@ test('a chat completion is the completion of the rendered template, in the chat.
   assert.match(body.id, /^chatcmpl-[0-9a-f]{32}$/);
   assert.equal(body.object, 'chat.completion');
   assert.equal(body.model, MODEL);
-  assert.equal(body.system_fingerprint, VERSION);
+  assert.equal(body.system_fingerprint, t.version);
   const [c] = body.choices;
   assert.deepEqual(Object.keys(c!).sort(), ['finish_reason', 'index', 'logprobs', 'message']);
   assert.equal(c!.message.role, 'assistant');

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { sseData } from '../../../scripts/harness/sse.ts';
 import type { CompletionChunk, CompletionResponse } from '../../../src/server/openai.ts';
-import { assertErrorShape, MODEL, type TestApp, testApp, VERSION } from '../helpers.ts';
+import { assertErrorShape, MODEL, type TestApp, testApp } from '../helpers.ts';
 
 let t: TestApp;
 before(async () => {
@@ -23,7 +23,7 @@ test('a completion has the OpenAI shape, with the model version as system_finger
   assert.match(body.id, /^cmpl-[0-9a-f]{32}$/);
   assert.equal(body.object, 'text_completion');
   assert.equal(body.model, MODEL);
-  assert.equal(body.system_fingerprint, VERSION);
+  assert.equal(body.system_fingerprint, t.version);
   assert.ok(Number.isInteger(body.created));
   assert.equal(body.choices.length, 1);
   const [c] = body.choices;
@@ -58,7 +58,7 @@ test('streaming gives the same text as a plain request, in OpenAI chunks, ending
   for (const c of chunks) {
     assert.equal(c.object, 'text_completion');
     assert.equal(c.id, chunks[0]!.id);
-    assert.equal(c.system_fingerprint, VERSION);
+    assert.equal(c.system_fingerprint, t.version);
   }
   const last = chunks.at(-1)!;
   assert.deepEqual(last.choices, []);
@@ -239,24 +239,58 @@ test('n = 12 puts one abort listener per request on the job: no MaxListenersExce
   );
 });
 
-test('an unknown model is 404; a prompt longer than the context is 400, not truncated', async () => {
+test("an unknown model is 404 (param model); a prompt longer than the context is 400 context_length_exceeded in OpenAI's words, not truncated", async () => {
   const r = await complete({ model: 'gpt-4', prompt: 'a' });
   assert.equal(r.statusCode, 404);
-  assert.match(assertErrorShape(r.json(), 'TF_ERR_MODEL_NOT_FOUND').message, /"gpt-4" does not exist/);
+  const unknown = assertErrorShape(r.json(), 'TF_ERR_MODEL_NOT_FOUND') as { message: string; param?: string };
+  assert.match(unknown.message, /"gpt-4" does not exist; this server serves "test-model"/);
+  assert.equal(unknown.param, 'model');
   const context = t.engine.manifest.model.max_seq_len;
   const long = await complete({ prompt: Array.from({ length: context }, () => 5), max_tokens: 1 });
   assert.equal(long.statusCode, 400);
-  const e = assertErrorShape(long.json(), 'TF_ERR_CONTEXT_LENGTH');
-  assert.match(e.message, new RegExp(`has ${context} tokens; the model's context is ${context} tokens`));
+  const e = assertErrorShape(long.json(), 'context_length_exceeded') as {
+    message: string;
+    type: string;
+    param?: string;
+  };
+  assert.match(
+    e.message,
+    new RegExp(
+      `^This model's maximum context length is ${context} tokens\\. However, your prompt has ${context} tokens`,
+    ),
+  );
+  assert.equal(e.type, 'invalid_request_error');
+  assert.equal(e.param, 'prompt');
   const streamed = await complete({ prompt: Array.from({ length: context + 5 }, () => 5), stream: true });
   assert.equal(streamed.statusCode, 400);
-  assertErrorShape(streamed.json(), 'TF_ERR_CONTEXT_LENGTH'); // Text that cannot fit is refused from its length alone, before tokenizing it.
+  assertErrorShape(streamed.json(), 'context_length_exceeded');
+  // Text that cannot fit is refused from its length alone, before tokenizing it.
   const huge = await complete({ prompt: 'Call me Ishmael. '.repeat(50_000), max_tokens: 1 });
   assert.equal(huge.statusCode, 400);
   assert.match(
-    assertErrorShape(huge.json(), 'TF_ERR_CONTEXT_LENGTH').message,
-    /a prompt has at least \d+ tokens \(850000 bytes\); the model's context is/,
+    assertErrorShape(huge.json(), 'context_length_exceeded').message,
+    /maximum context length is \d+ tokens\. However, a prompt \(850000 bytes\) has at least \d+ tokens/,
   );
+});
+
+test('field errors name the field as param (schema, sampling and request checks)', async () => {
+  const cases: [Record<string, unknown>, string][] = [
+    [{ prompt: 'a', temperature: 'hot' }, 'temperature'],
+    [{ temperature: 0.5 }, 'prompt'],
+    [{ prompt: 'a', temperature: 3 }, 'temperature'],
+    [{ prompt: 'a', top_p: 2 }, 'top_p'],
+    [{ prompt: 'a', n: 2, best_of: 3 }, 'best_of'],
+    [{ prompt: [999999] }, 'prompt'],
+  ];
+  for (const [payload, param] of cases) {
+    const r = await complete(payload);
+    assert.equal(r.statusCode, 400, JSON.stringify(payload));
+    assert.equal(
+      (assertErrorShape(r.json(), 'TF_ERR_BAD_ARGS') as { param?: string }).param,
+      param,
+      JSON.stringify(payload),
+    );
+  }
 });
 
 test('an unknown model named by a megabyte string is 404 with a short message', async () => {

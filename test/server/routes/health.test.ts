@@ -1,15 +1,15 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import type { Engine } from '../../../src/engine/engine.ts';
+import type { ModelRegistry } from '../../../src/engine/registry.ts';
 import { buildApp } from '../../../src/server/app.ts';
 import { assertErrorShape, MODEL, testApp } from '../helpers.ts';
 
-test('while the model loads: /health 200, /ready and model routes 503', async () => {
+test('while the model loads: /health 200, /ready and model routes 503; a failed load: /health 503', async () => {
   let fail!: (err: Error) => void;
-  const engine = new Promise<Engine>((_, reject) => {
+  const registry = new Promise<ModelRegistry>((_, reject) => {
     fail = reject;
   });
-  const app = buildApp({ engine, modelName: MODEL });
+  const app = buildApp({ registry, servedNames: [MODEL] });
   try {
     const health = await app.inject({ url: '/health' });
     assert.equal(health.statusCode, 200);
@@ -27,7 +27,10 @@ test('while the model loads: /health 200, /ready and model routes 503', async ()
     const failed = await app.inject({ url: '/ready' });
     assert.equal(failed.statusCode, 503);
     assert.equal(assertErrorShape(failed.json(), 'TF_ERR_NOT_READY').message, 'the model failed to load');
-    assert.equal((await app.inject({ url: '/health' })).statusCode, 200);
+    // Never able to serve without a restart: the liveness probe should restart it.
+    const dead = await app.inject({ url: '/health' });
+    assert.equal(dead.statusCode, 503);
+    assertErrorShape(dead.json(), 'TF_ERR_NOT_READY');
   } finally {
     await app.close();
   }
@@ -38,7 +41,7 @@ test('ready once loaded; while draining /ready and new completions are 503, /hea
   try {
     const ready = await t.app.inject({ url: '/ready' });
     assert.equal(ready.statusCode, 200);
-    assert.deepEqual(ready.json(), { status: 'ready', model: MODEL, version: 'v-test', device: 'cpu' });
+    assert.deepEqual(ready.json(), { status: 'ready', model: MODEL, version: t.version, device: 'cpu' });
     assert.equal(await t.app.tokenformer.drain(1000), true);
     const draining = await t.app.inject({ url: '/ready' });
     assert.equal(draining.statusCode, 503);

@@ -16,7 +16,17 @@ test('GET / serves the self-contained playground page', async () => {
   const html = r.body;
   assert.match(html, /^<!doctype html>/i);
   assert.ok(html.includes(`data-model="${MODEL}"`));
-  for (const id of ['prompt', 'max_tokens', 'temperature', 'top_p', 'run', 'stop', 'output'])
+  for (const id of [
+    'prompt',
+    'max_tokens',
+    'temperature',
+    'top_p',
+    'run',
+    'stop',
+    'output',
+    'api_key',
+    'version',
+  ])
     assert.ok(html.includes(`id="${id}"`), id);
   // Nothing external: no src/href attributes, no absolute URLs.
   assert.doesNotMatch(html, /\s(src|href)=/i);

@@ -74,12 +74,14 @@ test('bad messages get an error naming the request; the socket stays usable', as
     create(ws, 'v1', { prompt: 'a', max_tokens: 'ten' });
     const invalid = await inbox.waitFor((m) => m.id === 'v1', 'validation error');
     assert.deepEqual(
-      { type: invalid.type, code: invalid.code, status: invalid.status },
-      { type: 'error', code: 'TF_ERR_BAD_ARGS', status: 400 },
+      { type: invalid.type, code: invalid.code, param: invalid.param, status: invalid.status },
+      { type: 'error', code: 'TF_ERR_BAD_ARGS', param: 'max_tokens', status: 400 },
     );
     assert.match(String(invalid.message), /max_tokens must be integer/);
     create(ws, 'v2', { prompt: 'a', temperature: 9 });
-    assert.match(String((await inbox.waitFor((m) => m.id === 'v2', 'range error')).message), /temperature/);
+    const range = await inbox.waitFor((m) => m.id === 'v2', 'range error');
+    assert.match(String(range.message), /temperature/);
+    assert.equal(range.param, 'temperature');
     ws.send(JSON.stringify({ type: 'completion.cancel', id: 'ghost' }));
     assert.equal((await inbox.waitFor((m) => m.id === 'ghost', 'cancel error')).code, 'TF_ERR_NOT_FOUND');
     create(ws, 'ok', { prompt: 'a', max_tokens: 2, ignore_eos: true });
