@@ -1,6 +1,5 @@
 import { BENCH_4M, benchTraining, type TrainBenchOptions } from '../src/bench/training.ts';
-import { parseFlags, runMain } from '../src/util/cli.ts';
-import { fail } from '../src/util/errors.ts';
+import { type FlagSpec, helpText, parseCommandLine, runMain } from '../src/util/cli.ts';
 
 const USAGE =
   'npm run bench:train -- [--json] [--layers N --hidden N --heads N --qkv-tokens N --proj-tokens N --ffn-tokens N ' +
@@ -20,20 +19,30 @@ const KEYS: Record<string, keyof TrainBenchOptions> = {
   threads: 'threads',
 };
 
+const FLAGS: Record<string, FlagSpec> = {
+  json: { kind: 'boolean', help: 'print the result as one JSON line' },
+  ...Object.fromEntries(
+    Object.entries(KEYS).map(([flag, key]) => [
+      flag,
+      {
+        kind: 'int',
+        min: 1,
+        help: `${key} of the benched model or run`,
+        default: String(BENCH_4M[key] ?? 'auto'),
+      },
+    ]),
+  ),
+};
+
+const INTRO = 'Times training steps of a model (default: the 4M-parameter bench model) and reports MFU.';
+
 runMain(async () => {
-  const flags = parseFlags(USAGE, {
-    json: { type: 'boolean' },
-    ...Object.fromEntries(Object.keys(KEYS).map((k) => [k, { type: 'string' as const }])),
-  }) as Record<string, string | boolean | undefined>;
-  if (flags.help) return void console.log(USAGE);
+  const flags = parseCommandLine(USAGE, FLAGS) as Record<string, number | boolean | undefined>;
+  if (flags.help) return void console.log(helpText(USAGE, INTRO, FLAGS));
   const o: TrainBenchOptions = { ...BENCH_4M };
   for (const [flag, key] of Object.entries(KEYS)) {
     const v = flags[flag];
-    if (typeof v !== 'string') continue;
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < 1)
-      fail('TF_ERR_BAD_ARGS', `--${flag} must be a positive integer, got ${v}`);
-    o[key] = n;
+    if (typeof v === 'number') o[key] = v;
   }
   const r = await benchTraining(o);
   if (flags.json) return void console.log(JSON.stringify(r));

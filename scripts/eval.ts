@@ -1,35 +1,37 @@
 import { evaluateServer } from '../src/train/server-eval.ts';
-import { parseFlags, requireFlag, runMain } from '../src/util/cli.ts';
-import { fail } from '../src/util/errors.ts';
+import { type FlagSpec, helpText, parseCommandLine, requireFlag, runMain } from '../src/util/cli.ts';
 
 const USAGE = `npm run eval -- --url URL --model NAME [--data PATH]… [--seq-len N] [--val-fraction X]
     [--windows-per-request N] [--concurrency N] [--json]   (API key: TOKENFORMER_API_KEY)`;
 
-function number(flags: Record<string, unknown>, name: string, fallback: number, int: boolean): number {
-  const raw = flags[name];
-  if (raw === undefined) return fallback;
-  const v = Number(raw);
-  if (!Number.isFinite(v) || v <= 0 || (int && !Number.isInteger(v)))
-    fail(
-      'TF_ERR_BAD_ARGS',
-      `--${name} must be a positive ${int ? 'integer' : 'number'}, got ${String(raw)}\nusage: ${USAGE}`,
-    );
-  return v;
-}
+const INTRO = `Perplexity of a running server's model over held-out text, scored through the
+completions API (echo + logprobs). The API key, if the server wants one, is read from
+TOKENFORMER_API_KEY.`;
+
+const FLAGS = {
+  url: { kind: 'string', arg: 'URL', help: 'base URL of the server (required)' },
+  model: { kind: 'string', arg: 'NAME', help: 'model name to score (required)' },
+  data: {
+    kind: 'list',
+    arg: 'PATH',
+    help: 'text file(s) to score; repeatable',
+    default: 'the bundled corpus',
+  },
+  'seq-len': { kind: 'int', min: 1, help: 'tokens per scored window', default: '128' },
+  'val-fraction': {
+    kind: 'number',
+    above: 0,
+    help: 'held-out tail of the text that is scored',
+    default: '0.05',
+  },
+  'windows-per-request': { kind: 'int', min: 1, help: 'windows sent in one request', default: '8' },
+  concurrency: { kind: 'int', min: 1, help: 'requests in flight at once', default: '2' },
+  json: { kind: 'boolean', help: 'print the result as one JSON line' },
+} as const satisfies Record<string, FlagSpec>;
 
 runMain(async () => {
-  const s = { type: 'string' } as const;
-  const flags = parseFlags(USAGE, {
-    url: s,
-    model: s,
-    data: { type: 'string', multiple: true },
-    'seq-len': s,
-    'val-fraction': s,
-    'windows-per-request': s,
-    concurrency: s,
-    json: { type: 'boolean' },
-  });
-  if (flags.help) return void console.log(USAGE);
+  const flags = parseCommandLine(USAGE, FLAGS);
+  if (flags.help) return void console.log(helpText(USAGE, INTRO, FLAGS));
   const apiKey = process.env.TOKENFORMER_API_KEY;
   let shown = -1;
   const r = await evaluateServer({
@@ -37,10 +39,10 @@ runMain(async () => {
     model: requireFlag(USAGE, flags, 'model'),
     data: flags.data ?? [],
     // The shipped models were trained on 128-token windows; the trainer's default validation split.
-    seqLen: number(flags, 'seq-len', 128, true),
-    valFraction: number(flags, 'val-fraction', 0.05, false),
-    windowsPerRequest: number(flags, 'windows-per-request', 8, true),
-    concurrency: number(flags, 'concurrency', 2, true),
+    seqLen: flags['seq-len'] ?? 128,
+    valFraction: flags['val-fraction'] ?? 0.05,
+    windowsPerRequest: flags['windows-per-request'] ?? 8,
+    concurrency: flags.concurrency ?? 2,
     ...(apiKey ? { apiKey } : {}),
     onProgress: (done, total) => {
       const pct = Math.floor((100 * done) / total);

@@ -1,7 +1,6 @@
 import { SERVE_DEFAULTS } from '../src/server/defaults.ts';
 import { writeJsonAtomic } from '../src/util/atomic.ts';
-import { parseFlags, progress, runMain } from '../src/util/cli.ts';
-import { fail } from '../src/util/errors.ts';
+import { type FlagSpec, helpText, parseCommandLine, progress, runMain } from '../src/util/cli.ts';
 import { runSoak, type SoakOptions } from './soak/run.ts';
 import { summaryText } from './soak/summary.ts';
 
@@ -11,64 +10,87 @@ const USAGE =
   '[--cancel-fraction X] [--max-sequences N] [--max-queue N] [--device auto|cpu|cuda] [--threads N] ' +
   '[--server-cwd DIR] [--settle-s S] [--stall-s S] [--seed N] [--served-model-name NAME] [--no-baseline] [--keep] [--json FILE]';
 
-function number(name: string, v: string | undefined, dflt: number, min: number, integer = true): number {
-  if (v === undefined) return dflt;
-  const n = Number(v);
-  if (v.trim() === '' || !Number.isFinite(n) || n < min || (integer && !Number.isInteger(n)))
-    fail(
-      'TF_ERR_BAD_ARGS',
-      `--${name} must be ${integer ? 'an integer' : 'a number'} ≥ ${min}, got ${v}\nusage: ${USAGE}`,
-    );
-  return n;
-}
+const INTRO = `Starts a server, runs many streaming clients against it for a while, swaps models under them
+(including a corrupt one) and checks that nothing is lost: exit 1 when a check fails.`;
 
-function range(v: string | undefined, dflt: [number, number]): [number, number] {
-  if (v === undefined) return dflt;
-  const m = /^(\d+)-(\d+)$/.exec(v);
-  const lo = Number(m?.[1]);
-  const hi = Number(m?.[2]);
-  if (!m || lo < 1 || hi < lo)
-    fail('TF_ERR_BAD_ARGS', `--max-tokens must be MIN-MAX with 1 ≤ MIN ≤ MAX, got ${v}`);
-  return [lo, hi];
-}
+const FLAGS = {
+  'models-dir': { kind: 'string', arg: 'DIR', help: 'models to serve', default: SERVE_DEFAULTS.modelsDir },
+  from: { kind: 'string', arg: 'NAME', help: 'model served first', default: 'default' },
+  to: { kind: 'string', arg: 'NAME', help: 'model swapped to', default: 'default-grown' },
+  'corrupt-from': { kind: 'string', arg: 'NAME', help: 'model a corrupt copy is made of', default: '--from' },
+  clients: { kind: 'int', min: 1, help: 'concurrent streaming clients', default: '64' },
+  'duration-s': { kind: 'number', min: 5, arg: 'S', help: 'length of the run in seconds', default: '120' },
+  'warmup-s': {
+    kind: 'number',
+    min: 0,
+    arg: 'S',
+    help: 'seconds before the first swap',
+    default: 'min(10, duration/6)',
+  },
+  'swap-every-s': { kind: 'number', min: 1, arg: 'S', help: 'seconds between swaps', default: '10' },
+  'tail-s': {
+    kind: 'number',
+    min: 0,
+    arg: 'S',
+    help: 'seconds after the last swap',
+    default: 'min(10, duration/6)',
+  },
+  'max-tokens': {
+    kind: 'range',
+    min: 1,
+    help: 'max_tokens of each request, drawn from this range',
+    default: '8-96',
+  },
+  'cancel-fraction': {
+    kind: 'number',
+    min: 0,
+    max: 1,
+    help: 'fraction of streams the client cancels',
+    default: '0.15',
+  },
+  'max-sequences': { kind: 'int', min: 1, help: "server's --max-sequences", default: '16' },
+  'max-queue': {
+    kind: 'int',
+    min: 0,
+    help: "server's --max-queue",
+    default: `max(${SERVE_DEFAULTS.maxQueue}, 2 × clients)`,
+  },
+  device: { kind: 'string', choices: ['auto', 'cpu', 'cuda'], help: "server's --device", default: 'cpu' },
+  threads: { kind: 'int', min: 0, help: "server's --threads (0: onnxruntime's choice)", default: '0' },
+  'server-cwd': {
+    kind: 'string',
+    arg: 'DIR',
+    help: 'working directory of the server',
+    default: 'the current one',
+  },
+  'settle-s': { kind: 'number', min: 1, arg: 'S', help: 'seconds a swap may take to settle', default: '60' },
+  'stall-s': {
+    kind: 'number',
+    min: 1,
+    arg: 'S',
+    help: 'seconds without a token that count as a stall',
+    default: '60',
+  },
+  seed: { kind: 'int', min: 0, help: "seed of the clients' random choices", default: '1' },
+  'served-model-name': {
+    kind: 'string',
+    arg: 'NAME',
+    help: "server's --served-model-name",
+    default: 'tokenformer',
+  },
+  'no-baseline': { kind: 'boolean', help: 'skip the run without swaps that the swap run is compared with' },
+  keep: { kind: 'boolean', help: 'keep the scratch directory' },
+  json: { kind: 'string', arg: 'FILE', help: 'write the full report as JSON to FILE' },
+} as const satisfies Record<string, FlagSpec>;
 
 runMain(async () => {
-  const s = { type: 'string' } as const;
-  const flags = parseFlags(USAGE, {
-    'models-dir': s,
-    from: s,
-    to: s,
-    'corrupt-from': s,
-    clients: s,
-    'duration-s': s,
-    'warmup-s': s,
-    'swap-every-s': s,
-    'tail-s': s,
-    'max-tokens': s,
-    'cancel-fraction': s,
-    'max-sequences': s,
-    'max-queue': s,
-    device: s,
-    threads: s,
-    'server-cwd': s,
-    'settle-s': s,
-    'stall-s': s,
-    seed: s,
-    'served-model-name': s,
-    'no-baseline': { type: 'boolean' },
-    keep: { type: 'boolean' },
-    json: s,
-  });
-  if (flags.help) return void console.log(USAGE);
-  const clients = number('clients', flags.clients, 64, 1);
-  const durationS = number('duration-s', flags['duration-s'], 120, 5, false);
+  const flags = parseCommandLine(USAGE, FLAGS);
+  if (flags.help) return void console.log(helpText(USAGE, INTRO, FLAGS));
+  const clients = flags.clients ?? 64;
+  const durationS = flags['duration-s'] ?? 120;
   const from = flags.from ?? 'default';
   const device = flags.device ?? 'cpu';
-  if (device !== 'auto' && device !== 'cpu' && device !== 'cuda')
-    fail('TF_ERR_BAD_ARGS', `--device must be auto, cpu or cuda, got ${device}`);
-  const cancelFraction = number('cancel-fraction', flags['cancel-fraction'], 0.15, 0, false);
-  if (cancelFraction > 1)
-    fail('TF_ERR_BAD_ARGS', `--cancel-fraction must be within 0–1, got ${cancelFraction}`);
+  const cancelFraction = flags['cancel-fraction'] ?? 0.15;
   const o: SoakOptions = {
     modelsDir: flags['models-dir'] ?? SERVE_DEFAULTS.modelsDir,
     from,
@@ -76,21 +98,21 @@ runMain(async () => {
     corruptFrom: flags['corrupt-from'] ?? from,
     clients,
     durationS,
-    warmupS: number('warmup-s', flags['warmup-s'], Math.min(10, durationS / 6), 0, false),
-    swapEveryS: number('swap-every-s', flags['swap-every-s'], 10, 1, false),
-    tailS: number('tail-s', flags['tail-s'], Math.min(10, durationS / 6), 0, false),
-    maxTokens: range(flags['max-tokens'], [8, 96]),
+    warmupS: flags['warmup-s'] ?? Math.min(10, durationS / 6),
+    swapEveryS: flags['swap-every-s'] ?? 10,
+    tailS: flags['tail-s'] ?? Math.min(10, durationS / 6),
+    maxTokens: flags['max-tokens'] ?? [8, 96],
     cancelFraction,
-    maxSequences: number('max-sequences', flags['max-sequences'], 16, 1),
+    maxSequences: flags['max-sequences'] ?? 16,
     // Every client has one stream open at most: twice that leaves room for the sequences a
     // cancel has not freed yet, so a 429 means something is wrong.
-    maxQueue: number('max-queue', flags['max-queue'], Math.max(SERVE_DEFAULTS.maxQueue, 2 * clients), 0),
+    maxQueue: flags['max-queue'] ?? Math.max(SERVE_DEFAULTS.maxQueue, 2 * clients),
     device,
-    threads: number('threads', flags.threads, 0, 0),
+    threads: flags.threads ?? 0,
     serverCwd: flags['server-cwd'] ?? process.cwd(),
-    settleS: number('settle-s', flags['settle-s'], 60, 1, false),
-    stallS: number('stall-s', flags['stall-s'], 60, 1, false),
-    seed: number('seed', flags.seed, 1, 0),
+    settleS: flags['settle-s'] ?? 60,
+    stallS: flags['stall-s'] ?? 60,
+    seed: flags.seed ?? 1,
     servedName: flags['served-model-name'] ?? 'tokenformer',
     baseline: !flags['no-baseline'],
     keep: flags.keep === true,

@@ -78,9 +78,14 @@ export function stopOnSignals(message: string): { signal: AbortSignal; exitCode:
  * Flags are declared once per command as a table of these (helpText renders it).
  */
 export interface FlagSpec {
-  kind: 'int' | 'number' | 'string' | 'boolean' | 'list';
-  /** Smallest value allowed (int, number). */
+  /** `range`: two integers `MIN-MAX` with MIN ≤ MAX, e.g. 8-96. */
+  kind: 'int' | 'number' | 'string' | 'boolean' | 'list' | 'range';
+  /** Smallest value allowed (int, number; both ends of a range). */
   min?: number;
+  /** Largest value allowed (int, number). */
+  max?: number;
+  /** A bound the value must exceed (number): `above: 0` is "positive". */
+  above?: number;
   /** Values allowed (string). */
   choices?: readonly string[];
   /** The value's placeholder in the help: N, X, DIR, PATH… */
@@ -93,13 +98,15 @@ export interface FlagSpec {
 
 type FlagValue<S extends FlagSpec> = S['kind'] extends 'int' | 'number'
   ? number
-  : S['kind'] extends 'boolean'
-    ? boolean
-    : S['kind'] extends 'list'
-      ? string[]
-      : S extends { choices: readonly (infer C extends string)[] }
-        ? C
-        : string;
+  : S['kind'] extends 'range'
+    ? [number, number]
+    : S['kind'] extends 'boolean'
+      ? boolean
+      : S['kind'] extends 'list'
+        ? string[]
+        : S extends { choices: readonly (infer C extends string)[] }
+          ? C
+          : string;
 
 /** The flags given on the command line, parsed and checked; absent ones are undefined. */
 export type FlagValues<T extends Record<string, FlagSpec>> = {
@@ -108,19 +115,35 @@ export type FlagValues<T extends Record<string, FlagSpec>> = {
   help?: boolean;
 };
 
-function parseValue(name: string, spec: FlagSpec, raw: string, usage: string): number | string {
+function parseValue(name: string, spec: FlagSpec, raw: string): number | string | [number, number] {
+  // One line: the flag and the value name the mistake; the usage line is for unknown flags.
   const bad = (what: string) =>
-    fail('TF_ERR_BAD_ARGS', `--${name} must be ${what}, got ${raw === '' ? '""' : raw}\nusage: ${usage}`);
+    fail('TF_ERR_BAD_ARGS', `--${name} must be ${what}, got ${raw === '' ? '""' : raw}`);
   if (spec.kind === 'string') {
     const c = spec.choices;
     if (c && !c.includes(raw)) bad(c.length > 1 ? `${c.slice(0, -1).join(', ')} or ${c.at(-1)}` : c.join(''));
     return raw;
   }
+  if (spec.kind === 'range') {
+    const m = /^(\d+)-(\d+)$/.exec(raw);
+    const lo = Number(m?.[1]);
+    const hi = Number(m?.[2]);
+    if (!m || lo < (spec.min ?? 0) || hi < lo) bad(`MIN-MAX with ${spec.min ?? 0} ≤ MIN ≤ MAX`);
+    return [lo, hi];
+  }
   const v = raw.trim() === '' ? Number.NaN : Number(raw);
-  const atLeast = spec.min !== undefined ? ` ≥ ${spec.min}` : '';
-  if (spec.kind === 'int' && (!Number.isSafeInteger(v) || (spec.min !== undefined && v < spec.min)))
-    bad(`an integer${atLeast}`);
-  if (!Number.isFinite(v) || (spec.min !== undefined && v < spec.min)) bad(`a number${atLeast}`);
+  const bounds = [
+    spec.min !== undefined ? `≥ ${spec.min}` : '',
+    spec.above !== undefined ? `> ${spec.above}` : '',
+    spec.max !== undefined ? `≤ ${spec.max}` : '',
+  ].filter(Boolean);
+  const within = bounds.length ? ` ${bounds.join(' and ')}` : '';
+  const inRange =
+    (spec.min === undefined || v >= spec.min) &&
+    (spec.above === undefined || v > spec.above) &&
+    (spec.max === undefined || v <= spec.max);
+  if (spec.kind === 'int' && (!Number.isSafeInteger(v) || !inRange)) bad(`an integer${within}`);
+  if (!Number.isFinite(v) || !inRange) bad(`a number${within}`);
   return v;
 }
 
@@ -143,7 +166,7 @@ export function parseCommandLine<T extends Record<string, FlagSpec>>(
   for (const [name, value] of Object.entries(raw)) {
     const spec = specs[name];
     if (spec === undefined || typeof value !== 'string') out[name] = value;
-    else out[name] = parseValue(name, spec, value, usage);
+    else out[name] = parseValue(name, spec, value);
   }
   return out as FlagValues<T>;
 }
@@ -154,7 +177,7 @@ export function helpText(usage: string, intro: string, specs: Record<string, Fla
     const arg =
       s.kind === 'boolean'
         ? ''
-        : ` ${s.arg ?? (s.choices ? s.choices.join('|') : s.kind === 'int' ? 'N' : 'X')}`;
+        : ` ${s.arg ?? (s.choices ? s.choices.join('|') : s.kind === 'int' ? 'N' : s.kind === 'range' ? 'MIN-MAX' : 'X')}`;
     return [
       `--${name}${arg}`,
       `${s.help}${s.default !== undefined ? ` (default: ${s.default})` : ''}`,

@@ -99,7 +99,7 @@ test('npm run eval: the served perplexity equals the trainer evaluator on the sa
 test('npm run eval: a bad flag and an unreachable server are one-line errors', async () => {
   const bad = await runEval(['--url', server.url, '--model', 'x', '--seq-len', 'zero']);
   assert.equal(bad.code, 2);
-  assert.match(bad.stderr, /^error: --seq-len must be a positive integer/);
+  assert.match(bad.stderr, /^error: --seq-len must be an integer ≥ 1, got [^\n]*\n$/);
   const wrong = await runEval(['--url', server.url, '--model', 'nope', '--data', DATA[0]!]);
   assert.equal(wrong.code, 1);
   assert.match(wrong.stderr, /^error: .*404.*does not exist/);

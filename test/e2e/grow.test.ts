@@ -81,8 +81,8 @@ test('npm run grow: bad invocations give a one-line error, exit 2, no stack, not
   const cases: [string[], RegExp][] = [
     [['--qkv-tokens', '32'], /^error: cannot shrink qkv from 48 to 32 tokens[^\n]*\n$/],
     [[], /^error: nothing to grow: the target equals the current token counts[^\n]*\n$/],
-    [['--ffn-tokens', '1.5'], /^error: --ffn-tokens must be a positive integer, got "1\.5"\n$/],
-    [['--ffn-tokens', '0'], /^error: --ffn-tokens must be a positive integer, got "0"\n$/],
+    [['--ffn-tokens', '1.5'], /^error: --ffn-tokens must be an integer ≥ 1, got 1\.5\n$/],
+    [['--ffn-tokens', '0'], /^error: --ffn-tokens must be an integer ≥ 1, got 0\n$/],
     [['--ffn-tokens', '128', '--tau', 'sometimes'], /^error: --tau must be keep or recompute[^\n]*\n$/],
   ];
   for (const [args, pattern] of cases) {
