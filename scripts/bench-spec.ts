@@ -3,7 +3,7 @@ import { join, resolve } from 'node:path';
 import { readCheckpointMeta } from '../src/model/checkpoint.ts';
 import { growDirectory } from '../src/model/grow.ts';
 import { writeJsonAtomic } from '../src/util/atomic.ts';
-import { parseFlags, runMain } from '../src/util/cli.ts';
+import { type FlagSpec, helpText, parseCommandLine, runMain } from '../src/util/cli.ts';
 import { fail } from '../src/util/errors.ts';
 import { startSoakServer } from './soak/server.ts';
 
@@ -76,25 +76,29 @@ interface Row {
   identical_texts: string;
 }
 
+const INTRO = `Speculative decoding bench: serves target models with and without a draft model and
+compares tokens/s, acceptance and the texts.`;
+
+const FLAGS = {
+  out: {
+    kind: 'string',
+    arg: 'DIR',
+    help: 'working directory (models, logs, results)',
+    default: '.cache/bench-spec',
+  },
+  'max-tokens': { kind: 'int', min: 1, help: 'tokens generated per request', default: '128' },
+  rounds: { kind: 'int', min: 1, help: 'requests per configuration', default: '2' },
+  threads: { kind: 'int', min: 1, help: "server's --threads", default: '1' },
+  device: { kind: 'string', arg: 'DEVICE', help: "server's --device", default: 'cpu' },
+  json: { kind: 'boolean', help: 'print the rows as JSON' },
+} as const satisfies Record<string, FlagSpec>;
+
 runMain(async () => {
-  const flags = parseFlags(USAGE, {
-    out: { type: 'string' },
-    'max-tokens': { type: 'string' },
-    rounds: { type: 'string' },
-    threads: { type: 'string' },
-    device: { type: 'string' },
-    json: { type: 'boolean' },
-  });
-  if (flags.help) return void console.log(USAGE);
-  const num = (name: string, v: string | undefined, d: number) => {
-    const n = v === undefined ? d : Number(v);
-    if (!Number.isSafeInteger(n) || n < 1)
-      fail('TF_ERR_BAD_ARGS', `--${name} must be an integer ≥ 1\nusage: ${USAGE}`);
-    return n;
-  };
-  const maxTokens = num('max-tokens', flags['max-tokens'], 128);
-  const rounds = num('rounds', flags.rounds, 2);
-  const threads = num('threads', flags.threads, 1);
+  const flags = parseCommandLine(USAGE, FLAGS);
+  if (flags.help) return void console.log(helpText(USAGE, INTRO, FLAGS));
+  const maxTokens = flags['max-tokens'] ?? 128;
+  const rounds = flags.rounds ?? 2;
+  const threads = flags.threads ?? 1;
   const device = flags.device ?? 'cpu';
   const out = resolve(flags.out ?? join(ROOT, '.cache', 'bench-spec'));
   const log = (m: string) => process.stderr.write(`${m}\n`);

@@ -10,7 +10,7 @@ import {
 } from '../src/bench/serving.ts';
 import { resolveExport } from '../src/engine/model-dir.ts';
 import { MANIFEST_FILE } from '../src/export/export.ts';
-import { parseFlags, runMain } from '../src/util/cli.ts';
+import { type FlagSpec, helpText, parseCommandLine, runMain } from '../src/util/cli.ts';
 import { fail } from '../src/util/errors.ts';
 import { benchPerplexity } from './bench/perplexity.ts';
 import { profileDecode } from './bench/profile.ts';
@@ -22,33 +22,41 @@ const USAGE =
   '       npm run bench -- --model CHECKPOINT --perplexity [--windows N] [--precisions …] [--json]\n' +
   '       npm run bench -- (--model DIR | --synthetic) --profile [--context N] [--steps N] [--precisions …] [--json]';
 
+const INTRO = `Serving bench: prefill and decode speed of an exported model (or a synthetic one) at each
+precision, in-process and through a started server; --perplexity measures what quantization costs
+in quality, --profile times the parts of one decode step.`;
+
+const FLAGS = {
+  model: { kind: 'string', arg: 'DIR', help: 'exported model directory (a checkpoint with --perplexity)' },
+  synthetic: { kind: 'boolean', help: 'bench a synthetic model instead of --model' },
+  json: { kind: 'boolean', help: 'print the result as JSON' },
+  threads: { kind: 'int', min: 1, help: 'onnxruntime intra-op threads', default: "onnxruntime's choice" },
+  'prompt-tokens': { kind: 'int', min: 1, help: 'prompt length', default: '512' },
+  'decode-tokens': { kind: 'int', min: 1, help: 'tokens decoded per request', default: '64' },
+  concurrency: { kind: 'int', min: 1, help: 'concurrent requests of the batched run', default: '16' },
+  precisions: {
+    kind: 'string',
+    arg: 'LIST',
+    help: 'comma-separated precisions to bench',
+    default: PRECISIONS.join(','),
+  },
+  'no-served': { kind: 'boolean', help: 'skip the run through a started server' },
+  perplexity: { kind: 'boolean', help: 'validation perplexity at each precision instead of speed' },
+  profile: { kind: 'boolean', help: 'time the parts of one decode step instead' },
+  context: { kind: 'int', min: 1, help: 'context length of --profile', default: '256' },
+  steps: { kind: 'int', min: 1, help: 'decode steps of --profile', default: '200' },
+  windows: { kind: 'int', min: 1, help: 'validation windows of --perplexity', default: '16' },
+  'cache-dir': {
+    kind: 'string',
+    arg: 'DIR',
+    help: 'cache of synthetic models and quantized exports',
+    default: '.cache',
+  },
+} as const satisfies Record<string, FlagSpec>;
+
 runMain(async () => {
-  const s = { type: 'string' } as const;
-  const flags = parseFlags(USAGE, {
-    model: s,
-    synthetic: { type: 'boolean' },
-    json: { type: 'boolean' },
-    threads: s,
-    'prompt-tokens': s,
-    'decode-tokens': s,
-    concurrency: s,
-    precisions: s,
-    'no-served': { type: 'boolean' },
-    perplexity: { type: 'boolean' },
-    profile: { type: 'boolean' },
-    context: s,
-    steps: s,
-    windows: s,
-    'cache-dir': s,
-  });
-  if (flags.help) return void console.log(USAGE);
-  const int = (name: string, v: string | undefined, fallback: number) => {
-    if (v === undefined) return fallback;
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < 1)
-      fail('TF_ERR_BAD_ARGS', `--${name} must be a positive integer, got ${v}`);
-    return n;
-  };
+  const flags = parseCommandLine(USAGE, FLAGS);
+  if (flags.help) return void console.log(helpText(USAGE, INTRO, FLAGS));
   const precisions = (flags.precisions ?? PRECISIONS.join(',')).split(',') as Precision[];
   for (const p of precisions)
     if (!PRECISIONS.includes(p))
@@ -62,9 +70,9 @@ runMain(async () => {
       checkpoint: flags.model,
       cacheDir,
       precisions,
-      windows: int('windows', flags.windows, 16),
+      windows: flags.windows ?? 16,
       windowTokens: 256,
-      ...(flags.threads ? { threads: int('threads', flags.threads, 2) } : {}),
+      ...(flags.threads !== undefined ? { threads: flags.threads } : {}),
     });
     if (flags.json) return void console.log(JSON.stringify(r));
     const rows = Object.entries(r.precisions).map(
@@ -86,10 +94,10 @@ runMain(async () => {
         precision: p ?? 'as exported',
         ...(await profileDecode({
           exportDir,
-          context: int('context', flags.context, 256),
-          steps: int('steps', flags.steps, 200),
+          context: flags.context ?? 256,
+          steps: flags.steps ?? 200,
           outDir: join(cacheDir, 'profile', p ?? 'export'),
-          ...(flags.threads ? { threads: int('threads', flags.threads, 2) } : {}),
+          ...(flags.threads !== undefined ? { threads: flags.threads } : {}),
         })),
       });
     }
@@ -118,11 +126,11 @@ runMain(async () => {
   const o: BenchOptions = {
     model,
     cacheDir,
-    promptTokens: int('prompt-tokens', flags['prompt-tokens'], 512),
-    decodeTokens: int('decode-tokens', flags['decode-tokens'], 64),
-    concurrency: int('concurrency', flags.concurrency, 16),
+    promptTokens: flags['prompt-tokens'] ?? 512,
+    decodeTokens: flags['decode-tokens'] ?? 64,
+    concurrency: flags.concurrency ?? 16,
     precisions,
-    ...(flags.threads ? { threads: int('threads', flags.threads, 2) } : {}),
+    ...(flags.threads !== undefined ? { threads: flags.threads } : {}),
   };
   const engine = await runBench(o);
   const served: Record<string, Awaited<ReturnType<typeof benchServed>>> = {};
