@@ -7,7 +7,7 @@ import { buildApp } from '../src/server/app.ts';
 import { parseApiKeys, parseCorsOrigins } from '../src/server/auth.ts';
 import { ChatTemplate } from '../src/server/chat-template.ts';
 import { SERVE_DEFAULTS as D } from '../src/server/defaults.ts';
-import { parseFlags, runMain } from '../src/util/cli.ts';
+import { type FlagSpec, helpText, parseCommandLine, runMain } from '../src/util/cli.ts';
 import { fail } from '../src/util/errors.ts';
 
 const USAGE =
@@ -18,68 +18,132 @@ const USAGE =
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms).unref());
 
-function int(name: string, value: string | undefined, dflt: number, min: number): number {
-  if (value === undefined || value === '') return dflt;
-  const n = Number(value);
-  if (!Number.isSafeInteger(n) || n < min)
-    fail('TF_ERR_BAD_ARGS', `--${name} must be an integer ≥ ${min}, got ${value}\nusage: ${USAGE}`);
-  return n;
-}
+const INTRO = `OpenAI-compatible completions and chat server for a TokenFormer model (exported on first
+use). API keys: TOKENFORMER_API_KEY (comma-separated) and/or --api-key-file; admin routes need
+TOKENFORMER_ADMIN_TOKEN.`;
+
+const FLAGS = {
+  model: {
+    kind: 'string',
+    arg: 'DIR',
+    help: 'model directory or name under --models-dir (required)',
+    env: 'MODEL',
+  },
+  port: { kind: 'int', min: 0, help: 'TCP port (0: any free one)', default: String(D.port), env: 'PORT' },
+  host: { kind: 'string', arg: 'H', help: 'address to listen on', default: D.host, env: 'HOST' },
+  device: {
+    kind: 'string',
+    choices: ['auto', 'cpu', 'cuda'],
+    help: 'where the model runs',
+    default: D.device,
+    env: 'DEVICE',
+  },
+  'models-dir': { kind: 'string', arg: 'DIR', help: 'root of the served models', default: D.modelsDir },
+  threads: {
+    kind: 'int',
+    min: 0,
+    help: "onnxruntime intra-op threads (0: onnxruntime's choice)",
+    default: '0',
+  },
+  'max-sequences': {
+    kind: 'int',
+    min: 1,
+    help: 'sequences decoded together',
+    default: String(D.maxSequences),
+  },
+  'max-queue': {
+    kind: 'int',
+    min: 0,
+    help: 'requests waiting beyond those; more get 429',
+    default: String(D.maxQueue),
+  },
+  'prefill-chunk': {
+    kind: 'int',
+    min: 1,
+    help: 'prompt tokens prefilled per step',
+    default: String(D.prefillChunk),
+  },
+  'timeout-ms': { kind: 'int', min: 0, help: 'per-request time limit (0: none)', default: '0' },
+  'drain-timeout-ms': {
+    kind: 'int',
+    min: 0,
+    help: 'how long a shutdown or swap waits for requests',
+    default: String(D.drainTimeoutMs),
+  },
+  'memory-budget-mb': {
+    kind: 'int',
+    min: 0,
+    help: 'memory the models and KV caches may use (0: 80 % of what the process may use)',
+    default: '0',
+    env: 'TOKENFORMER_MEMORY_BUDGET_MB',
+  },
+  'draft-model': {
+    kind: 'string',
+    arg: 'NAME|auto|none',
+    help: "speculative decoding's draft model; auto: the served model's parent under the models root",
+    default: 'auto',
+    env: 'TOKENFORMER_DRAFT_MODEL',
+  },
+  'draft-max-batch': {
+    kind: 'int',
+    min: 0,
+    help: 'most sequences drafted at once (0: no limit)',
+    default: '0',
+  },
+  watch: {
+    kind: 'int',
+    min: 0,
+    arg: 'MS',
+    help: 'poll the model directory for a new version every MS (0: off)',
+    default: '0',
+  },
+  'log-level': { kind: 'string', arg: 'LEVEL', help: 'pino log level', default: 'info', env: 'LOG_LEVEL' },
+  'api-key-file': {
+    kind: 'string',
+    arg: 'PATH',
+    help: 'API keys, one per line (adds to TOKENFORMER_API_KEY)',
+  },
+  'cors-origin': {
+    kind: 'string',
+    arg: 'ORIGIN[,ORIGIN]',
+    help: 'browser origins allowed (env TOKENFORMER_CORS_ORIGINS)',
+  },
+  'served-model-name': {
+    kind: 'string',
+    arg: 'NAME[,ALIAS…]',
+    help: 'names clients send as `model`',
+    default: "the model directory's name",
+    env: 'SERVED_MODEL_NAME',
+  },
+  'chat-template': { kind: 'string', arg: 'FILE', help: 'Jinja chat template for /v1/chat/completions' },
+} as const satisfies Record<string, FlagSpec>;
 
 runMain(async () => {
-  const flags = parseFlags(USAGE, {
-    model: { type: 'string' },
-    port: { type: 'string' },
-    host: { type: 'string' },
-    device: { type: 'string' },
-    'models-dir': { type: 'string' },
-    threads: { type: 'string' },
-    'max-sequences': { type: 'string' },
-    'max-queue': { type: 'string' },
-    'prefill-chunk': { type: 'string' },
-    'timeout-ms': { type: 'string' },
-    'drain-timeout-ms': { type: 'string' },
-    'memory-budget-mb': { type: 'string' },
-    'draft-model': { type: 'string' },
-    'draft-max-batch': { type: 'string' },
-    watch: { type: 'string' },
-    'log-level': { type: 'string' },
-    'api-key-file': { type: 'string' },
-    'cors-origin': { type: 'string' },
-    'chat-template': { type: 'string' },
-    'served-model-name': { type: 'string' },
-  });
-  if (flags.help) return void console.log(USAGE);
+  const flags = parseCommandLine(USAGE, FLAGS);
+  if (flags.help) return void console.log(helpText(USAGE, INTRO, FLAGS));
   const env = process.env;
-  const model = flags.model ?? env.MODEL;
+  const model = flags.model;
   if (!model) fail('TF_ERR_BAD_ARGS', `--model is required (or set MODEL)\nusage: ${USAGE}`);
-  const device = flags.device ?? env.DEVICE ?? D.device;
-  if (device !== 'auto' && device !== 'cpu' && device !== 'cuda')
-    fail('TF_ERR_BAD_ARGS', `--device must be auto, cpu or cuda, got ${device}\nusage: ${USAGE}`);
+  const device = flags.device ?? D.device;
   // Before listening or exporting anything: a missing CUDA piece is one line, at once.
   const cuda = device === 'cuda' ? cudaProblem() : undefined;
   if (cuda) fail('TF_ERR_RUNTIME', `--device cuda: ${cuda}`);
-  const host = flags.host ?? env.HOST ?? D.host;
-  const port = int('port', flags.port ?? env.PORT, D.port, 0);
-  const threads = int('threads', flags.threads, 0, 0);
-  const maxSequences = int('max-sequences', flags['max-sequences'], D.maxSequences, 1);
-  const maxQueue = int('max-queue', flags['max-queue'], D.maxQueue, 0);
-  const prefillChunk = int('prefill-chunk', flags['prefill-chunk'], D.prefillChunk, 1);
-  const requestTimeoutMs = int('timeout-ms', flags['timeout-ms'], 0, 0);
-  const drainTimeoutMs = int('drain-timeout-ms', flags['drain-timeout-ms'], D.drainTimeoutMs, 0);
-  const watchMs = int('watch', flags.watch, 0, 0);
+  const host = flags.host ?? D.host;
+  const port = flags.port ?? D.port;
+  const threads = flags.threads ?? 0;
+  const maxSequences = flags['max-sequences'] ?? D.maxSequences;
+  const maxQueue = flags['max-queue'] ?? D.maxQueue;
+  const prefillChunk = flags['prefill-chunk'] ?? D.prefillChunk;
+  const requestTimeoutMs = flags['timeout-ms'] ?? 0;
+  const drainTimeoutMs = flags['drain-timeout-ms'] ?? D.drainTimeoutMs;
+  const watchMs = flags.watch ?? 0;
   // 0 (default): 80 % of the memory the process may use (cgroup limit, else the machine's).
-  const memoryBudgetMb = int(
-    'memory-budget-mb',
-    flags['memory-budget-mb'] ?? env.TOKENFORMER_MEMORY_BUDGET_MB,
-    0,
-    0,
-  );
+  const memoryBudgetMb = flags['memory-budget-mb'] ?? 0;
   // Speculative decoding: `auto` drafts with the served model's parent when it is under the models root.
-  const draftModel = flags['draft-model'] ?? env.TOKENFORMER_DRAFT_MODEL ?? 'auto';
+  const draftModel = flags['draft-model'] ?? 'auto';
   if (draftModel.trim() === '')
     fail('TF_ERR_BAD_ARGS', `--draft-model must be auto, none or a model name\nusage: ${USAGE}`);
-  const draftMaxBatch = int('draft-max-batch', flags['draft-max-batch'], 0, 0);
+  const draftMaxBatch = flags['draft-max-batch'] ?? 0;
   const modelsDir = flags['models-dir'] ?? D.modelsDir;
   const modelDir = findModelDir(model, modelsDir);
   // API keys: TOKENFORMER_API_KEY (comma-separated) and/or --api-key-file (one per line); both add up.
@@ -98,7 +162,7 @@ runMain(async () => {
     flags['cors-origin'] ? '--cors-origin' : 'TOKENFORMER_CORS_ORIGINS',
   );
   // The names clients send as `model`, whichever version serves: default the model directory's name.
-  const servedNames = (flags['served-model-name'] ?? env.SERVED_MODEL_NAME ?? basename(resolve(modelDir)))
+  const servedNames = (flags['served-model-name'] ?? basename(resolve(modelDir)))
     .split(',')
     .map((n) => n.trim());
   if (servedNames.some((n) => n === ''))
@@ -118,7 +182,7 @@ runMain(async () => {
     registry: registryLoaded,
     servedNames,
     limits: { requestTimeoutMs },
-    logger: { level: flags['log-level'] ?? env.LOG_LEVEL ?? 'info' },
+    logger: { level: flags['log-level'] ?? 'info' },
     ...(env.TOKENFORMER_ADMIN_TOKEN ? { adminToken: env.TOKENFORMER_ADMIN_TOKEN } : {}),
     ...(apiKeys.length > 0 ? { apiKeys } : {}),
     ...(corsOrigins.length > 0 ? { corsOrigins } : {}),

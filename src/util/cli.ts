@@ -94,6 +94,8 @@ export interface FlagSpec {
   help: string;
   /** The default as the help shows it; computed defaults in words ("steps/10"). */
   default?: string;
+  /** An environment variable read (and checked the same way) when the flag is absent; empty is unset. */
+  env?: string;
 }
 
 type FlagValue<S extends FlagSpec> = S['kind'] extends 'int' | 'number'
@@ -115,10 +117,10 @@ export type FlagValues<T extends Record<string, FlagSpec>> = {
   help?: boolean;
 };
 
-function parseValue(name: string, spec: FlagSpec, raw: string): number | string | [number, number] {
+function parseValue(label: string, spec: FlagSpec, raw: string): number | string | [number, number] {
   // One line: the flag and the value name the mistake; the usage line is for unknown flags.
   const bad = (what: string) =>
-    fail('TF_ERR_BAD_ARGS', `--${name} must be ${what}, got ${raw === '' ? '""' : raw}`);
+    fail('TF_ERR_BAD_ARGS', `${label} must be ${what}, got ${raw === '' ? '""' : raw}`);
   if (spec.kind === 'string') {
     const c = spec.choices;
     if (c && !c.includes(raw)) bad(c.length > 1 ? `${c.slice(0, -1).join(', ')} or ${c.at(-1)}` : c.join(''));
@@ -166,7 +168,12 @@ export function parseCommandLine<T extends Record<string, FlagSpec>>(
   for (const [name, value] of Object.entries(raw)) {
     const spec = specs[name];
     if (spec === undefined || typeof value !== 'string') out[name] = value;
-    else out[name] = parseValue(name, spec, value);
+    else out[name] = parseValue(`--${name}`, spec, value);
+  }
+  for (const [name, spec] of Object.entries(specs)) {
+    const fromEnv = spec.env === undefined ? undefined : process.env[spec.env];
+    if (out[name] !== undefined || !fromEnv || spec.kind === 'boolean' || spec.kind === 'list') continue;
+    out[name] = parseValue(spec.env as string, spec, fromEnv);
   }
   return out as FlagValues<T>;
 }
@@ -180,7 +187,7 @@ export function helpText(usage: string, intro: string, specs: Record<string, Fla
         : ` ${s.arg ?? (s.choices ? s.choices.join('|') : s.kind === 'int' ? 'N' : s.kind === 'range' ? 'MIN-MAX' : 'X')}`;
     return [
       `--${name}${arg}`,
-      `${s.help}${s.default !== undefined ? ` (default: ${s.default})` : ''}`,
+      `${s.help}${s.default !== undefined ? ` (default: ${s.default})` : ''}${s.env ? ` [env ${s.env}]` : ''}`,
     ] as const;
   });
   const width = Math.min(28, Math.max(...rows.map(([f]) => f.length)) + 2);
