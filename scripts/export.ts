@@ -14,7 +14,7 @@ import {
 } from '../src/util/cli.ts';
 
 const USAGE =
-  'npm run export -- --checkpoint DIR --out DIR [--external-data auto|always|never] ' +
+  'npm run export -- --checkpoint DIR --out DIR [--dtype float32|float16] [--external-data auto|always|never] ' +
   '[--quantize int8|int4 [--block-size 32] [--accuracy-level 4]]';
 
 const INTRO = `Exports a checkpoint to ONNX for serving: model.onnx (input_ids → logits, no cache), decoder.onnx
@@ -31,6 +31,12 @@ const FLAGS = {
     choices: ['auto', 'always', 'never'],
     help: 'weights in a separate .onnx.data file: past 1.5 GiB (auto), always, or never',
     default: 'auto',
+  },
+  dtype: {
+    kind: 'string',
+    choices: ['float32', 'float16'],
+    help: 'weights, activations and KV cache of the serving graphs (logits stay float32); float16 for GPUs',
+    default: 'float32',
   },
   quantize: {
     kind: 'string',
@@ -69,10 +75,11 @@ runMain(async () => {
   const manifest = await exportCheckpoint(checkpoint, out, {
     externalData: flags['external-data'] ?? 'auto',
     ...(quantize ? { quantize } : {}),
+    dtype: flags.dtype ?? 'float32',
     onProgress: progress('export'),
   });
   const files = manifest.graphs.map((g) => g.file + (g.external_data ? ` (+ ${g.external_data})` : ''));
   console.log(
-    `exported ${(manifest.parameters / 1e6).toFixed(2)}M parameters → ${out}: ${files.join(', ')}, manifest.json`,
+    `exported ${(manifest.parameters / 1e6).toFixed(2)}M parameters (${flags.dtype ?? 'float32'}) → ${out}: ${files.join(', ')}, manifest.json`,
   );
 });

@@ -68,6 +68,10 @@ export interface StartOptions {
   adminToken?: string;
   /** Bound on start-up until /ready answers 200. */
   readyMs?: number;
+  /** Another executable taking serve's flags (a bundle's `./serve`), started with exactly `env`. */
+  launcher?: string;
+  /** The launcher's whole environment. */
+  env?: NodeJS.ProcessEnv;
 }
 
 export interface AdminAnswer {
@@ -110,22 +114,14 @@ export class ServerProcess {
     // tsx by URL and the script by absolute path, so the server can run in any directory.
     const tsx = import.meta.resolve('tsx');
     const port = opts.port ?? 0;
+    const flags = ['--host', '127.0.0.1', '--port', String(port), ...args];
     const proc = spawn(
-      process.execPath,
-      [
-        '--import',
-        tsx,
-        join(ROOT, 'scripts/serve.ts'),
-        '--host',
-        '127.0.0.1',
-        '--port',
-        String(port),
-        ...args,
-      ],
+      opts.launcher ?? process.execPath,
+      opts.launcher ? flags : ['--import', tsx, join(ROOT, 'scripts/serve.ts'), ...flags],
       {
         cwd: opts.cwd ?? ROOT,
         stdio: ['ignore', 'pipe', 'pipe'],
-        env: {
+        env: opts.env ?? {
           ...process.env,
           ...(opts.adminToken === undefined ? {} : { TOKENFORMER_ADMIN_TOKEN: opts.adminToken }),
           MODEL: '',

@@ -25,7 +25,12 @@ import { fail, invariant } from '../util/errors.ts';
  * §3); this layout is chosen for the CPU binding, where feeding them costs nothing.
  */
 
+/** float32 values, or float16 bit patterns (float16 exports keep their cache in float16). */
+export type KvArray = Float32Array | Uint16Array;
+
 export interface KvCacheOptions {
+  /** Element type of the buffers: the decoder's past/present dtype (default float32). */
+  dtype?: 'float32' | 'float16';
   layers: number;
   heads: number;
   headDim: number;
@@ -39,9 +44,9 @@ export interface KvCacheOptions {
 
 export interface KvViews {
   /** Per layer, [count, H, Dh, cap]. */
-  keys: Float32Array[];
+  keys: KvArray[];
   /** Per layer, [count, H, cap, Dh]. */
-  values: Float32Array[];
+  values: KvArray[];
   keyDims: [number, number, number, number];
   valueDims: [number, number, number, number];
 }
@@ -69,8 +74,8 @@ export interface KvSnapshot {
   layers: number;
   heads: number;
   headDim: number;
-  keys: Float32Array[];
-  values: Float32Array[];
+  keys: KvArray[];
+  values: KvArray[];
 }
 
 export const DEFAULT_INITIAL_CAPACITY = 64;
@@ -83,8 +88,9 @@ export class KvCache {
   readonly maxLength: number;
   private cap: number;
   private readonly initialCap: number;
-  private keys: Float32Array[] = [];
-  private values: Float32Array[] = [];
+  readonly dtype: 'float32' | 'float16';
+  private keys: KvArray[] = [];
+  private values: KvArray[] = [];
   private readonly lengths: Int32Array;
   private active = 0;
 
@@ -94,6 +100,7 @@ export class KvCache {
         fail('TF_ERR_BAD_ARGS', `KvCache: ${k} must be a positive integer, got ${opts[k]}`);
       }
     }
+    this.dtype = opts.dtype ?? 'float32';
     this.layers = opts.layers;
     this.heads = opts.heads;
     this.headDim = opts.headDim;
@@ -111,8 +118,17 @@ export class KvCache {
 
   private allocBuffers(): void {
     const n = this.slots * this.slotSize();
-    this.keys = Array.from({ length: this.layers }, () => new Float32Array(n));
-    this.values = Array.from({ length: this.layers }, () => new Float32Array(n));
+    this.keys = Array.from({ length: this.layers }, () => this.alloc(n));
+    this.values = Array.from({ length: this.layers }, () => this.alloc(n));
+  }
+
+  private alloc(n: number): KvArray {
+    return this.dtype === 'float16' ? new Uint16Array(n) : new Float32Array(n);
+  }
+
+  /** Bytes per cached element. */
+  get elementBytes(): number {
+    return this.dtype === 'float16' ? 2 : 4;
   }
 
   /** Floats one slot takes in one layer's key (or value) buffer. */
@@ -167,7 +183,7 @@ export class KvCache {
     this.checkSlot(b);
     if (a === b) return;
     const size = this.slotSize();
-    const tmp = new Float32Array(size);
+    const tmp = this.alloc(size);
     for (const buf of [...this.keys, ...this.values]) {
       tmp.set(buf.subarray(a * size, (a + 1) * size));
       buf.copyWithin(a * size, b * size, (b + 1) * size);
@@ -256,10 +272,10 @@ export class KvCache {
    * last row down, shrinking from the first row up.
    */
   private moveRows(
-    srcK: Float32Array,
-    dstK: Float32Array,
-    srcV: Float32Array,
-    dstV: Float32Array,
+    srcK: KvArray,
+    dstK: KvArray,
+    srcV: KvArray,
+    dstV: KvArray,
     from: number,
     to: number,
     descending: boolean,
@@ -293,8 +309,8 @@ export class KvCache {
   append(
     slot: number,
     layer: number,
-    presentKey: Float32Array,
-    presentValue: Float32Array,
+    presentKey: KvArray,
+    presentValue: KvArray,
     row: number,
     newCount: number,
     take = newCount,
@@ -350,13 +366,13 @@ export class KvCache {
     const { heads: h, headDim: dh, cap } = this;
     const len = this.lengths[slot]!;
     const base = slot * this.slotSize();
-    const keys: Float32Array[] = [];
-    const values: Float32Array[] = [];
+    const keys: KvArray[] = [];
+    const values: KvArray[] = [];
     for (let l = 0; l < this.layers; l++) {
-      const k = new Float32Array(h * dh * len);
+      const k = this.alloc(h * dh * len);
       for (let r = 0; r < h * dh; r++)
         k.set(this.keys[l]!.subarray(base + r * cap, base + r * cap + len), r * len);
-      const v = new Float32Array(h * len * dh);
+      const v = this.alloc(h * len * dh);
       for (let hh = 0; hh < h; hh++) {
         const src = base + hh * cap * dh;
         v.set(this.values[l]!.subarray(src, src + len * dh), hh * len * dh);
@@ -378,6 +394,9 @@ export class KvCache {
       );
     }
     invariant(this.lengths[slot] === 0, 'KV snapshot written into a slot in use');
+    if (snap.keys.some((k) => k.BYTES_PER_ELEMENT !== this.elementBytes)) {
+      fail('TF_ERR_BAD_ARGS', `KV snapshot holds another dtype than this ${this.dtype} cache`);
+    }
     const len = snap.length;
     this.reserve(len);
     const cap = this.cap;
@@ -411,13 +430,13 @@ export class KvCache {
   }
 
   stats(): KvCacheStats {
-    const bytesPerToken = 2 * this.layers * this.heads * this.headDim * 4;
+    const bytesPerToken = 2 * this.layers * this.heads * this.headDim * this.elementBytes;
     let used = 0;
     for (let s = 0; s < this.active; s++) used += this.lengths[s]!;
     return {
       bytesPerToken,
       bytesPerSequence: bytesPerToken * this.cap,
-      totalBytes: 2 * this.layers * (this.keys[0]?.length ?? 0) * 4, // allocated (buffers only grow)
+      totalBytes: 2 * this.layers * (this.keys[0]?.length ?? 0) * this.elementBytes, // allocated (buffers only grow)
       capacity: this.cap,
       slots: this.slots,
       active: this.active,

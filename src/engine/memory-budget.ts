@@ -1,7 +1,7 @@
 import { statSync } from 'node:fs';
 import { totalmem } from 'node:os';
 import { join } from 'node:path';
-import type { Manifest } from '../export/export.ts';
+import { type Manifest, manifestDType } from '../export/export.ts';
 import { headDim } from '../model/config.ts';
 import { fail } from '../util/errors.ts';
 
@@ -42,7 +42,8 @@ export function estimateModelMemory(
       graphBytes += decoder.external_data_bytes ?? statSync(join(exportDir, decoder.external_data)).size;
   }
   const m = manifest.model;
-  const bytesPerToken = 2 * m.num_layers * m.num_heads * headDim(m) * 4;
+  const bytesPerToken =
+    2 * m.num_layers * m.num_heads * headDim(m) * (manifestDType(manifest) === 'float16' ? 2 : 4);
   const weightsBytes = 2 * graphBytes;
   const kvBytes = maxSequences * m.max_seq_len * bytesPerToken;
   const overheadBytes = WORKER_OVERHEAD_BYTES;

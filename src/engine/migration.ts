@@ -1,3 +1,4 @@
+import { manifestDType } from '../export/export.ts';
 import { fail } from '../util/errors.ts';
 import type { Engine } from './engine.ts';
 
@@ -45,7 +46,7 @@ export function migratable(from: Served, to: Served): boolean {
  * as is: the same weights, or — from the lineage in the checkpoints — `to` was grown from
  * exactly these weights with zero-initialised keys and τ kept (function-preserving, see
  * src/model/grow.ts) and not trained since (same step, provenance still `grow`), at the same
- * precision (quantization settings). Layer and head shapes never change in growth; they are
+ * precision (dtype and quantization settings). Layer and head shapes never change in growth; they are
  * checked anyway.
  */
 export function kvTransferable(from: Served, to: Served): boolean {
@@ -56,6 +57,8 @@ export function kvTransferable(from: Served, to: Served): boolean {
   if (shape(a.model) !== shape(b.model)) return false;
   // Quantized keys/values differ from the float ones (and between precisions).
   if (JSON.stringify(a.quantization ?? null) !== JSON.stringify(b.quantization ?? null)) return false;
+  // A float16 cache is not a float32 one.
+  if (manifestDType(a) !== manifestDType(b)) return false;
   if (a.source.weights_sha256 === b.source.weights_sha256) return true;
   // Quantized: the new tokens' values must fall in blocks of their own, or old blocks rescale.
   const q = a.quantization;

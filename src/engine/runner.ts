@@ -10,11 +10,11 @@ import {
   presentKeyName,
   presentValueName,
 } from '../export/decoder.ts';
-import { type Manifest, readManifest } from '../export/export.ts';
+import { type Manifest, manifestDType, readManifest } from '../export/export.ts';
 import { headDim, type TokenFormerConfig } from '../model/config.ts';
-import { type Device, type Feed, OrtSession } from '../runtime/ort.ts';
+import { type Device, type FeedEntry, OrtSession } from '../runtime/ort.ts';
 import { fail, TokenFormerError } from '../util/errors.ts';
-import { KvCache, type KvCacheStats, type KvSnapshot } from './kv-cache.ts';
+import { type KvArray, KvCache, type KvCacheStats, type KvSnapshot } from './kv-cache.ts';
 import { SequenceSlots } from './kv-slots.ts';
 
 /**
@@ -63,6 +63,7 @@ export class ModelRunner {
     this.config = manifest.model;
     this.canVerify = session.inputNames.includes(DECODER_LOGIT_POSITIONS);
     this.cache = new KvCache({
+      dtype: manifestDType(manifest),
       layers: this.config.num_layers,
       heads: this.config.num_heads,
       headDim: headDim(this.config),
@@ -365,23 +366,28 @@ export class ModelRunner {
       for (let j = 0; j < m; j++) logitPositions[r * m + j] = BigInt(all ? j : tokens.length - 1);
     });
     const views = this.cache.views(first, b);
-    const feeds: Record<string, readonly [Feed, readonly number[]]> = {
+    const feeds: Record<string, FeedEntry> = {
       [DECODER_INPUT_IDS]: [ids, [b, n]],
       [DECODER_POSITIONS]: [positions, [b, n]],
       [DECODER_PAST_LENGTHS]: [pastLengths, [b]],
     };
     if (this.canVerify) feeds[DECODER_LOGIT_POSITIONS] = [logitPositions, [b, m]];
     for (let i = 0; i < this.config.num_layers; i++) {
-      feeds[pastKeyName(i)] = [views.keys[i]!, views.keyDims];
-      feeds[pastValueName(i)] = [views.values[i]!, views.valueDims];
+      feeds[pastKeyName(i)] = cacheFeed(views.keys[i]!, views.keyDims);
+      feeds[pastValueName(i)] = cacheFeed(views.values[i]!, views.valueDims);
     }
     const out = await this.session.run(feeds);
     for (let i = 0; i < this.config.num_layers; i++) {
-      const k = out[presentKeyName(i)]!.data as Float32Array;
-      const v = out[presentValueName(i)]!.data as Float32Array;
+      const k = out[presentKeyName(i)]!.data as KvArray;
+      const v = out[presentValueName(i)]!.data as KvArray;
       for (let r = 0; r < b; r++) this.cache.append(first + r, i, k, v, r, n, rows[r]!.length);
     }
     for (let r = 0; r < b; r++) this.cache.advance(first + r, rows[r]!.length);
     return out[DECODER_LOGITS]!.data as Float32Array;
   }
+}
+
+/** A cache view as a decoder input: float16 caches travel as their bits, marked float16. */
+function cacheFeed(view: KvArray, dims: readonly number[]): FeedEntry {
+  return view instanceof Uint16Array ? [view, dims, 'float16'] : [view, dims];
 }

@@ -1,7 +1,14 @@
 import { attr, GraphBuilder } from '../graph/builder.ts';
 import type { Value } from '../graph/types.ts';
 import { headDim, type TokenFormerConfig } from '../model/config.ts';
-import { type Attend, type Ctx, tokenformer } from '../model/tokenformer.ts';
+import {
+  type Attend,
+  type Ctx,
+  dtypeOf,
+  type GraphDType,
+  lowest,
+  tokenformer,
+} from '../model/tokenformer.ts';
 import { type Quantization, servingContext } from './kernels.ts';
 
 /**
@@ -13,15 +20,16 @@ import { type Quantization, servingContext } from './kernels.ts';
  *   inputs   input_ids      int64   [B, N]
  *            positions      int64   [B, N]          absolute positions (rotary)
  *            past_lengths   int64   [B]             valid cached positions per row
- *            past_key.{i}   float32 [B, H, Dh, cap] keys stored transposed, so q·K needs no
+ *            past_key.{i}   DT      [B, H, Dh, cap] keys stored transposed, so q·K needs no
  *                                                   Transpose of the cache
- *            past_value.{i} float32 [B, H, cap, Dh]
+ *            past_value.{i} DT      [B, H, cap, Dh]
  *            logit_positions int64  [B, M]          (the `logitPositions` variant only) which new
  *                                                   positions of each row get logits, M ≥ 1
  *   outputs  logits           float32 [B, V]         the LAST new position of each row only
  *                                    [B, M, V]      (variant) the positions logit_positions names
- *            present_key.{i}   float32 [B, H, N, Dh]  the NEW positions' keys only
- *            present_value.{i} float32 [B, H, N, Dh]  the NEW positions' values only
+ *            present_key.{i}   DT      [B, H, N, Dh]  the NEW positions' keys only
+ *            present_value.{i} DT      [B, H, N, Dh]  the NEW positions' values only
+ * DT is the export's dtype (float32, or float16 with `npm run export -- --dtype float16`).
  * Cache positions ≥ past_lengths[b] are masked out (they may hold stale, finite data).
  *
  * Why (DESIGN.md §3): onnxruntime-node passes inputs zero-copy (a subarray view of a big buffer
@@ -45,12 +53,6 @@ export const pastKeyName = (layer: number) => `past_key.${layer}`;
 export const pastValueName = (layer: number) => `past_value.${layer}`;
 export const presentKeyName = (layer: number) => `present_key.${layer}`;
 export const presentValueName = (layer: number) => `present_value.${layer}`;
-
-/**
- * Masked scores. Finite (the lowest float32), not −inf: a row with every score masked then gives
- * a uniform softmax instead of NaN, and `Where` replaces rather than adds, so nothing overflows.
- */
-const MASKED = -3.4028234663852886e38;
 
 interface CacheInputs {
   pastLengths: Value; // [B]
@@ -101,8 +103,11 @@ function cachedAttend(c: Ctx, cache: CacheInputs, presents: { key: Value; value:
       presentValueName(layer),
     );
     presents.push({ key: kh, value: vh });
-    const sPast = g.where(masks.past, g.scalar(MASKED), g.matmul(qh, pastK)); // [B, H, N, cap]
-    const sNew = g.where(masks.causal, g.matmul(qh, kt), g.scalar(MASKED)); // [B, H, N, N]
+    // Masked scores: the dtype's lowest finite value, not −inf, so a row with every score masked
+    // gives a uniform softmax instead of NaN; `Where` replaces rather than adds: no overflow.
+    const masked = g.scalarLike(lowest(dtypeOf(c)), q);
+    const sPast = g.where(masks.past, masked, g.matmul(qh, pastK)); // [B, H, N, cap]
+    const sNew = g.where(masks.causal, g.matmul(qh, kt), masked); // [B, H, N, N]
     const p = g.softmax(g.concat([sPast, sNew], -1), -1); // [B, H, N, cap+N]
     const [pPast, pNew] = g.split(p, -1, masks.sizes, [pastK.shape[3]!, q.shape[1]!]);
     const out = g.add(g.matmul(pPast!, pastV), g.matmul(pNew!, vh)); // [B, H, N, Dh]
@@ -119,6 +124,8 @@ export interface DecoderGraphOptions {
    * before.
    */
   logitPositions?: boolean;
+  /** Weights, activations and the KV cache (default float32); logits stay float32. */
+  dtype?: GraphDType;
 }
 
 /** Builds `decoder.onnx` for a config and its weights (as initializers). */
@@ -130,6 +137,7 @@ export function buildDecoderGraph(
 ): GraphBuilder {
   const g = new GraphBuilder();
   const h = cfg.num_heads;
+  const dtype = opts.dtype ?? 'float32';
   const dh = headDim(cfg);
   const ids = g.input(DECODER_INPUT_IDS, 'int64', ['batch', 'new']);
   const positions = g.input(DECODER_POSITIONS, 'int64', ['batch', 'new']);
@@ -139,13 +147,13 @@ export function buildDecoderGraph(
     values: [],
   };
   for (let i = 0; i < cfg.num_layers; i++) {
-    cache.keys.push(g.input(pastKeyName(i), 'float32', ['batch', h, dh, 'cap']));
-    cache.values.push(g.input(pastValueName(i), 'float32', ['batch', h, 'cap', dh]));
+    cache.keys.push(g.input(pastKeyName(i), dtype, ['batch', h, dh, 'cap']));
+    cache.values.push(g.input(pastValueName(i), dtype, ['batch', h, 'cap', dh]));
   }
   const logitPositions = opts.logitPositions
     ? g.input(DECODER_LOGIT_POSITIONS, 'int64', ['batch', 'logits'])
     : undefined;
-  const c = servingContext(g, cfg, params, positions, quantization);
+  const c = servingContext(g, cfg, params, positions, quantization, dtype);
   const presents: { key: Value; value: Value }[] = [];
   const logits = tokenformer(
     c,

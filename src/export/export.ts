@@ -14,7 +14,7 @@ import {
 } from '../model/checkpoint.ts';
 import { type TokenFormerConfig, validateModelConfig } from '../model/config.ts';
 import { paramCount } from '../model/params.ts';
-import { PATTENTION_DOMAIN } from '../model/tokenformer.ts';
+import { type GraphDType, PATTENTION_DOMAIN } from '../model/tokenformer.ts';
 import {
   checkReplaceable,
   type OutputMarker,
@@ -93,6 +93,11 @@ export interface Manifest {
    * always the full-precision graph.
    */
   quantization?: ManifestQuantization | null;
+  /**
+   * Weights, activations and the decoder's KV cache (`--dtype`); logits are float32 either way.
+   * Absent in manifests written before float16 exports: float32.
+   */
+  dtype?: GraphDType;
   graphs: GraphEntry[];
   created: string;
 }
@@ -107,11 +112,19 @@ export interface ManifestQuantization {
   weights: 'pattention+unembedding';
 }
 
+/** The serving graphs' dtype of a manifest (older manifests: float32). */
+export function manifestDType(m: Pick<Manifest, 'dtype'>): GraphDType {
+  return m.dtype ?? 'float32';
+}
+
+/** How the serving graphs are written: one type, so every export option combines with the others. */
 export interface ExportOptions {
   /** `auto` uses external data only past EXTERNAL_DATA_THRESHOLD. */
   externalData?: 'auto' | 'always' | 'never';
   /** Weight-only quantization of the serving graph (default: none, float32). */
   quantize?: Quantization;
+  /** Weights and activations (float32 default; float16 for GPUs); logits stay float32. */
+  dtype?: GraphDType;
   onProgress?: (message: string) => void;
 }
 
@@ -180,13 +193,14 @@ export async function exportModel(
   const log = opts.onProgress ?? (() => {});
   let manifest: Manifest | undefined;
   await replaceDirAtomic(outDir, [EXPORT_MARKER], (tmp) => {
-    log('building full-sequence graph');
-    const full = buildFullSequenceGraph(cfg, ckpt.params);
+    const dtype = opts.dtype ?? 'float32';
+    log(`building full-sequence graph (${dtype})`);
+    const full = buildFullSequenceGraph(cfg, ckpt.params, dtype);
     log(`writing ${FULL_GRAPH_FILE}`);
     const mode = opts.externalData ?? 'auto';
     const graphs = [writeGraph(tmp, FULL_GRAPH_FILE, 'full', full, cfg, mode)];
     log('building KV-cache decoder graph');
-    const decoder = buildDecoderGraph(cfg, ckpt.params, opts.quantize, { logitPositions: true });
+    const decoder = buildDecoderGraph(cfg, ckpt.params, opts.quantize, { logitPositions: true, dtype });
     log(`writing ${DECODER_GRAPH_FILE}`);
     graphs.push(writeGraph(tmp, DECODER_GRAPH_FILE, 'decoder', decoder, cfg, mode));
     const tokSrc = join(ckpt.dir, TOKENIZER_FILE);
@@ -232,6 +246,7 @@ export async function exportModel(
             weights: 'pattention+unembedding',
           }
         : null,
+      dtype,
       graphs,
       created: new Date().toISOString(),
     };
@@ -262,6 +277,12 @@ export function readManifest(exportDir: string): Manifest {
     fail('TF_ERR_BAD_CHECKPOINT', `${path}: not a ${EXPORT_FORMAT} manifest of format_version 1`);
   }
   if (!Array.isArray(m.graphs)) fail('TF_ERR_BAD_CHECKPOINT', `${path}: "graphs" must be an array`);
+  if (m.dtype !== undefined && m.dtype !== 'float32' && m.dtype !== 'float16') {
+    fail(
+      'TF_ERR_BAD_CHECKPOINT',
+      `${path}: "dtype" must be float32 or float16, got ${JSON.stringify(m.dtype)}`,
+    );
+  }
   return { ...(m as Manifest), model: validateModelConfig(m.model, `${path} (model)`) };
 }
 

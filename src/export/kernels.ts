@@ -2,7 +2,8 @@ import { attr, type GraphBuilder, tensor } from '../graph/builder.ts';
 import type { Value } from '../graph/types.ts';
 import { headDim, rotaryDims, type TokenFormerConfig } from '../model/config.ts';
 import { EMBEDDING, FINAL_NORM_BIAS, FINAL_NORM_WEIGHT, type PattentionSite } from '../model/params.ts';
-import type { Ctx, Kernels } from '../model/tokenformer.ts';
+import type { Ctx, GraphDType, Kernels } from '../model/tokenformer.ts';
+import { f32ToF16 } from '../util/dtype.ts';
 import { fail } from '../util/errors.ts';
 import { type Quantization, quantizeRows } from './quantize.ts';
 
@@ -20,6 +21,9 @@ import { type Quantization, quantizeRows } from './quantize.ts';
  * With `quantization`, Pattention's key and value matrices and the unembedding are
  * com.microsoft.MatMulNBits (weight-only, block-wise, src/export/quantize.ts).
  * The query's values carry attention's 1/√Dh, so the decoder's attention needs no Mul.
+ * In float16 graphs the weights, rotary tables and activations are float16, but Pattention's
+ * norm and GELU run in float32 between two Casts: the squares of n scores overflow 65504 long
+ * before the norm would.
  */
 
 export const MS_DOMAIN = 'com.microsoft';
@@ -39,13 +43,21 @@ export function servingContext(
   params: ReadonlyMap<string, Float32Array>,
   positions: Value, // int64 [B, T]
   quantization?: Quantization,
+  dtype: GraphDType = 'float32',
 ): Ctx {
+  if (quantization && dtype !== 'float32')
+    fail('TF_ERR_BAD_ARGS', `--quantize works on float32 graphs only, not --dtype ${dtype}`);
   const param = (name: string): Float32Array =>
     params.get(name) ?? fail('TF_ERR_BAD_CHECKPOINT', `parameter ${name} is missing`);
   const d = cfg.hidden_size;
   const h = cfg.num_heads;
   const dh = headDim(cfg);
   const floats = (name: string, shape: number[], data: Float32Array) =>
+    g.initializer(
+      name,
+      dtype === 'float16' ? tensor('float16', shape, f32ToF16(data)) : tensor('float32', shape, data),
+    );
+  const floats32 = (name: string, shape: number[], data: Float32Array) =>
     g.initializer(name, tensor('float32', shape, data));
   const ones = floats('serving.ones', [d], new Float32Array(d).fill(1));
 
@@ -90,15 +102,17 @@ export function servingContext(
     // The query carries attention's 1/√Dh (exact when Dh is a power of four).
     const vScale = site.prefix.endsWith('.attn.q') ? 1 / Math.sqrt(dh) : 1;
     const a = linear(`${site.prefix}.keys`, x, n, dIn, (r, c) => keys[r * dIn + c]!); // [B, T, n]
-    const norm = floats(`${site.prefix}.norm_scale`, [n], new Float32Array(n).fill(tau / Math.sqrt(n)));
+    const norm = floats32(`${site.prefix}.norm_scale`, [n], new Float32Array(n).fill(tau / Math.sqrt(n)));
+    const a32 = a.dtype === 'float32' ? a : g.cast(a, 'float32');
     const z = g.emitMulti(
       'SimplifiedLayerNormalization',
       '',
-      [a, norm],
+      [a32, norm],
       { axis: attr.int(-1), epsilon: attr.float(RMS_EPS) },
       [{ dtype: 'float32', shape: a.shape }],
     )[0]!;
-    const gelu = g.emitMulti('Gelu', MS_DOMAIN, [z], {}, [{ dtype: 'float32', shape: a.shape }])[0]!;
+    const gelu32 = g.emitMulti('Gelu', MS_DOMAIN, [z], {}, [{ dtype: 'float32', shape: a.shape }])[0]!;
+    const gelu = dtype === 'float32' ? gelu32 : g.cast(gelu32, dtype);
     // y = gelu · V = gelu · (Vᵀ)ᵀ: B is Vᵀ [d_out, n].
     return linear(`${site.prefix}.values`, gelu, dOut, n, (r, c) => values[c * dOut + r]! * vScale);
   };
@@ -129,7 +143,7 @@ export function servingContext(
       rotary_embedding_dim: attr.int(r),
     };
     return g.emitMulti('RotaryEmbedding', MS_DOMAIN, [x, positions, tables.cos, tables.sin], attrs, [
-      { dtype: 'float32', shape: x.shape },
+      { dtype, shape: x.shape },
     ])[0]!;
   };
 
@@ -141,7 +155,7 @@ export function servingContext(
       MS_DOMAIN,
       [x, delta, ones],
       { epsilon: attr.float(cfg.layernorm_eps) },
-      [{ dtype: 'float32', shape: x.shape }, null, null, { dtype: 'float32', shape: x.shape }],
+      [{ dtype, shape: x.shape }, null, null, { dtype, shape: x.shape }],
     );
     return [sum!, out!];
   };
@@ -160,6 +174,6 @@ export function servingContext(
     g,
     cfg,
     w: (name) => weights.get(name) ?? fail('TF_ERR_GRAPH', `no weight named ${name} in a serving graph`),
-    opts: { pattention: 'function', kernels },
+    opts: { pattention: 'function', kernels, dtype },
   };
 }

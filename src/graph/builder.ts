@@ -1,3 +1,4 @@
+import { f32ToF16 } from '../util/dtype.ts';
 import { fail } from '../util/errors.ts';
 import {
   broadcast,
@@ -292,8 +293,15 @@ export class GraphBuilder {
     return this.constant(tensor('int64', [values.length], BigInt64Array.from(values, BigInt)), 'ints');
   }
 
-  floats(values: readonly number[], shape: readonly number[] = [values.length]): Value {
-    return this.constant(tensor('float32', shape, Float32Array.from(values)), 'floats');
+  floats(
+    values: readonly number[],
+    shape: readonly number[] = [values.length],
+    dtype: 'float32' | 'float16' = 'float32',
+  ): Value {
+    const f32 = Float32Array.from(values);
+    return dtype === 'float32'
+      ? this.constant(tensor('float32', shape, f32), 'floats')
+      : this.constant(tensor('float16', shape, f32ToF16(f32)), 'floats');
   }
 
   // ---- element-wise --------------------------------------------------------------------------
@@ -398,7 +406,7 @@ export class GraphBuilder {
       'Softmax',
       [x],
       { axis: attr.int(axis) },
-      this.sameType('Softmax', [x], ['float32', 'float64']),
+      this.sameType('Softmax', [x], ['float32', 'float64', 'float16']),
       x.shape,
     );
   }
@@ -417,6 +425,7 @@ export class GraphBuilder {
     const t = this.sameType('LayerNormalization', bias ? [x, scale, bias] : [x, scale], [
       'float32',
       'float64',
+      'float16',
     ]);
     const attrs = { axis: attr.int(-1), epsilon: attr.float(eps) };
     return this.prim('LayerNormalization', bias ? [x, scale, bias] : [x, scale], attrs, t, x.shape);
@@ -492,6 +501,8 @@ export class GraphBuilder {
         return this.constant(tensor('float32', [], new Float32Array([x])), 'scalar');
       case 'float64':
         return this.constant(tensor('float64', [], new Float64Array([x])), 'scalar');
+      case 'float16':
+        return this.constant(tensor('float16', [], f32ToF16(Float32Array.of(x))), 'scalar');
       case 'int32':
         return this.constant(tensor('int32', [], new Int32Array([x])), 'scalar');
       case 'int64':

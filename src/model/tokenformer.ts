@@ -29,26 +29,39 @@ const NORM_FLOOR = 1.1754943508222875e-38;
 /** Pattention body: GELU(A/‖A‖₂·τ)·V with A = x·Kᵀ; GELU is the exact erf form. */
 function pattentionBody(g: GraphBuilder, [x, keys, values]: readonly Value[], tau: Value): Value {
   const a = g.matmul(x!, g.transpose(keys!, [1, 0])); // [B, T, n]
-  const norm = g.max(g.reduce('ReduceL2', a, [-1], true), g.scalar(NORM_FLOOR)); // [B, T, 1]
-  const z = g.mul(g.div(a, norm), tau); // [B, T, n]
+  // In float16 the sum of n squared scores overflows 65504 long before the norm itself would
+  // (n = 3072 scores of 5 already do), so the normalisation and GELU run in float32 (|Z| ≤ τ
+  // after it); only the two matmuls stay in float16.
+  const a32 = a.dtype === 'float32' ? a : g.cast(a, 'float32');
+  const norm = g.max(g.reduce('ReduceL2', a32, [-1], true), g.scalar(NORM_FLOOR)); // [B, T, 1]
+  const z = g.mul(g.div(a32, norm), tau); // [B, T, n]
   const gelu = g.mul(g.mul(z, g.scalar(0.5)), g.add(g.scalar(1), g.erf(g.mul(z, g.scalar(Math.SQRT1_2)))));
-  return g.matmul(gelu, values!); // [B, T, d_out]
+  return g.matmul(a.dtype === 'float32' ? gelu : g.cast(gelu, a.dtype), values!); // [B, T, d_out]
+}
+
+/** Activation and weight dtype of a serving graph; logits are float32 either way. */
+export type GraphDType = 'float32' | 'float16';
+
+function pattentionFunction(dtype: GraphDType) {
+  return defineFunction({
+    domain: PATTENTION_DOMAIN,
+    name: 'Pattention',
+    docString:
+      'TokenFormer token-parameter attention: GELU(Z)·V, Z = A/‖A‖₂·tau, A = x·Kᵀ (L2 over the n parameter tokens).',
+    inputs: [
+      { name: 'x', dtype, shape: ['batch', 'seq', 'd_in'] },
+      { name: 'keys', dtype, shape: ['n', 'd_in'] },
+      { name: 'values', dtype, shape: ['n', 'd_out'] },
+    ],
+    attributes: ['tau'],
+    body: (g, inputs, attr) => [pattentionBody(g, inputs, attr('tau'))],
+  });
 }
 
 /** `ai.tokenformer::Pattention(x, keys, values; tau)`: one node per layer in exported graphs. */
-export const PATTENTION = defineFunction({
-  domain: PATTENTION_DOMAIN,
-  name: 'Pattention',
-  docString:
-    'TokenFormer token-parameter attention: GELU(Z)·V, Z = A/‖A‖₂·tau, A = x·Kᵀ (L2 over the n parameter tokens).',
-  inputs: [
-    { name: 'x', dtype: 'float32', shape: ['batch', 'seq', 'd_in'] },
-    { name: 'keys', dtype: 'float32', shape: ['n', 'd_in'] },
-    { name: 'values', dtype: 'float32', shape: ['n', 'd_out'] },
-  ],
-  attributes: ['tau'],
-  body: (g, inputs, attr) => [pattentionBody(g, inputs, attr('tau'))],
-});
+export const PATTENTION = pattentionFunction('float32');
+/** The same function over float16 inputs (a graph uses one of the two, never both). */
+export const PATTENTION_F16 = pattentionFunction('float16');
 
 /** Where the parameters come from: initializers (export) or graph inputs (training). */
 export type Weights = (name: string) => Value;
@@ -58,6 +71,8 @@ export interface BuildOptions {
   pattention: 'function' | 'inline';
   /** Fused kernels a serving graph substitutes for the plain-op forms (the same math). */
   kernels?: Kernels;
+  /** Weights and activations (default float32); logits stay float32. */
+  dtype?: GraphDType;
 }
 
 /**
@@ -76,6 +91,16 @@ export interface Kernels {
   addNorm(x: Value, delta: Value): [Value, Value];
   /** The tied unembedding: x [..., d] → logits [..., V]. */
   unembed(x: Value): Value;
+}
+
+/** The graph's activation dtype. */
+export function dtypeOf(c: Ctx): GraphDType {
+  return c.opts.dtype ?? 'float32';
+}
+
+/** The most negative finite value of a dtype: masked scores (finite, so a fully masked row is uniform, not NaN). */
+export function lowest(dtype: GraphDType): number {
+  return dtype === 'float16' ? -65504 : -3.4028234663852886e38;
 }
 
 /**
@@ -97,16 +122,20 @@ export function pattention(c: Ctx, site: PattentionSite, x: Value): Value {
   const keys = c.w(`${site.prefix}.keys`);
   const values = c.w(`${site.prefix}.values`);
   const tau = c.cfg[site.kind].tau;
+  const fn = dtypeOf(c) === 'float16' ? PATTENTION_F16 : PATTENTION;
   return c.opts.pattention === 'function'
-    ? c.g.call(PATTENTION, [x, keys, values], { tau })[0]!
-    : c.g.inline(PATTENTION, [x, keys, values], { tau })[0]!;
+    ? c.g.call(fn, [x, keys, values], { tau })[0]!
+    : c.g.inline(fn, [x, keys, values], { tau })[0]!;
 }
 
 /** LayerNorm without weight or bias (the blocks' norms). */
 function plainNorm(c: Ctx, x: Value): Value {
   if (c.opts.kernels) return c.opts.kernels.norm(x);
   const d = c.cfg.hidden_size;
-  const ones = c.g.constant(tensor('float32', [d], new Float32Array(d).fill(1)), 'ln_ones');
+  const ones =
+    dtypeOf(c) === 'float16'
+      ? c.g.floats(new Array<number>(d).fill(1), [d], 'float16')
+      : c.g.constant(tensor('float32', [d], new Float32Array(d).fill(1)), 'ln_ones');
   return c.g.layerNorm(x, ones, undefined, c.cfg.layernorm_eps);
 }
 
@@ -125,7 +154,9 @@ export function rotaryAngles(c: Ctx, positions: Value): Rotary | undefined {
   const invFreq = Array.from({ length: r / 2 }, (_, j) => c.cfg.rotary_base ** ((-2 * j) / r));
   const pos = c.g.unsqueeze(c.g.cast(positions, 'float32'), [-1, -2]); // [B, T, 1, 1]
   const angles = c.g.mul(pos, c.g.floats(invFreq)); // [B, T, 1, r/2]
-  return { cos: c.g.cos(angles), sin: c.g.sin(angles) };
+  // Angles in float32 (positions reach thousands); only cos/sin take the graph's dtype.
+  const as = (v: Value) => (dtypeOf(c) === 'float32' ? v : c.g.cast(v, dtypeOf(c)));
+  return { cos: as(c.g.cos(angles)), sin: as(c.g.sin(angles)) };
 }
 
 /** GPT-NeoX rotate_half on the first r dims of each head of x [B, T, H, Dh]. */
@@ -153,8 +184,8 @@ export function causalAttend(c: Ctx): Attend {
     const qh = g.transpose(q, [0, 2, 1, 3]); // [B, H, T, Dh]
     const kt = g.transpose(k, [0, 2, 3, 1]); // [B, H, Dh, T]
     const vh = g.transpose(v, [0, 2, 1, 3]); // [B, H, T, Dh]
-    const scores = g.mul(g.matmul(qh, kt), g.scalar(1 / Math.sqrt(headDim(c.cfg)))); // [B, H, T, T]
-    const masked = g.where(mask, scores, g.scalar(-3.4028234663852886e38));
+    const scores = g.mul(g.matmul(qh, kt), g.scalarLike(1 / Math.sqrt(headDim(c.cfg)), qh)); // [B, H, T, T]
+    const masked = g.where(mask, scores, g.scalarLike(lowest(dtypeOf(c)), scores));
     const out = g.matmul(g.softmax(masked, -1), vh); // [B, H, T, Dh]
     return g.transpose(out, [0, 2, 1, 3]); // [B, T, H, Dh]
   };
@@ -229,6 +260,8 @@ export function tokenformer(
     x = g.gatherElements(x, idx, 1); // [B, M, d]
   }
   const normed = g.layerNorm(x, w(FINAL_NORM_WEIGHT), w(FINAL_NORM_BIAS), cfg.layernorm_eps); // [B, T|M, d] or [B, d]
-  if (c.opts.kernels) return c.opts.kernels.unembed(normed);
-  return g.matmul(normed, g.transpose(embed, [1, 0])); // [B, T|M, V] or [B, V]
+  const logits = c.opts.kernels
+    ? c.opts.kernels.unembed(normed)
+    : g.matmul(normed, g.transpose(embed, [1, 0])); // [B, T|M, V] or [B, V]
+  return logits.dtype === 'float32' ? logits : g.cast(logits, 'float32'); // logits are float32 (DESIGN §5)
 }

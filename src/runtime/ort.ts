@@ -129,12 +129,56 @@ export class OrtSession {
     return out;
   }
 
-  /** Ends profiling (sessions created with `profilePrefix`) and writes the profile file. */
-  endProfiling(): void {
-    this.session.endProfiling();
+  /** Ends profiling and returns the profile file's path (sessions made with profilePrefix). */
+  endProfiling(): string {
+    return (this.session as unknown as { endProfiling(): string }).endProfiling() ?? '';
   }
 
   async release(): Promise<void> {
     await this.session.release();
   }
+}
+
+export function ortVersion(): string {
+  return ort.env.versions.node ?? 'unknown';
+}
+
+export interface DeviceOutputProbe {
+  /** Where the first run's output stayed ('gpu-buffer' = on the device). */
+  location: string | null;
+  /** Whether that output could be fed back as the next run's input (a device-resident cache). */
+  refed: boolean;
+  error?: string;
+}
+
+/**
+ * Whether outputs can stay on the device between runs: `model` maps input `x` to output `y` of
+ * the same float32 shape [n]; a session asks for 'gpu-buffer' outputs, runs once, and feeds `y`
+ * back as `x`. The binding's 'gpu-buffer' location is documented for WebGPU; this finds out what
+ * it does on the device given.
+ */
+export async function probeDeviceOutputs(
+  model: Uint8Array,
+  device: 'cpu' | 'cuda',
+): Promise<DeviceOutputProbe> {
+  let session: ort.InferenceSession | undefined;
+  const result: DeviceOutputProbe = { location: null, refed: false };
+  try {
+    session = await ort.InferenceSession.create(model, {
+      executionProviders: [device],
+      preferredOutputLocation: 'gpu-buffer',
+    });
+    const x = new ort.Tensor('float32', Float32Array.from([1, 2, 3, 4]), [4]);
+    const first = (await session.run({ x })).y!;
+    result.location = first.location;
+    const second = (await session.run({ x: first })).y!;
+    result.refed = true;
+    first.dispose();
+    second.dispose();
+  } catch (err) {
+    result.error = shortNativeError(err instanceof Error ? err.message : String(err));
+  } finally {
+    await session?.release();
+  }
+  return result;
 }

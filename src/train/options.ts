@@ -20,7 +20,7 @@ export const TRAIN_USAGE = `npm run train -- --out DIR [--data PATH]… (--init 
     --qkv-tokens N --proj-tokens N --ffn-tokens N (--vocab-size N | --tokenizer FILE) [--max-seq-len N] [--rotary-pct X])
     --steps N --batch-size N --seq-len N --lr X [--min-lr X] [--warmup N] [--schedule cosine|constant]
     [--weight-decay X] [--clip X] [--seed N] [--eval-interval N] [--eval-batches N] [--save-interval N]
-    [--val-fraction X] [--encoding utf8|latin1] [--threads N] [--cache-dir DIR]
+    [--val-fraction X] [--encoding utf8|latin1] [--threads N] [--device cpu|cuda] [--cache-dir DIR]
 npm run train -- --resume --out DIR`;
 
 export const TRAIN_INTRO = `Trains a TokenFormer: a new model (architecture flags), a continuation of a checkpoint (--init),
@@ -130,6 +130,12 @@ export const TRAIN_FLAGS = {
     help: 'onnxruntime intra-op threads (fixed seed + threads ⇒ identical losses)',
     default: "onnxruntime's choice; a resumed run keeps its own",
   },
+  device: {
+    kind: 'string',
+    choices: ['cpu', 'cuda'],
+    help: 'where the training step runs (cuda: weights and moments still travel host ↔ device each step)',
+    default: 'cpu',
+  },
   'cache-dir': { kind: 'string', arg: 'DIR', help: 'tokenized corpora', default: '.cache' },
   resume: { kind: 'boolean', help: "continue --out from its last checkpoint with the run's saved settings" },
 } as const satisfies Record<string, FlagSpec>;
@@ -209,6 +215,7 @@ function freshOptions(f: TrainFlags, out: string): TrainOptions {
     valFraction: f['val-fraction'] ?? 0.05,
     encoding: f.encoding ?? 'utf8',
     ...(f.threads !== undefined ? { threads: f.threads } : {}),
+    device: f.device ?? 'cpu',
     resume: f.resume ?? false,
     cacheDir: f['cache-dir'] ?? '.cache',
   };
@@ -216,7 +223,7 @@ function freshOptions(f: TrainFlags, out: string): TrainOptions {
 
 /**
  * A resumed run's options: its saved settings; each given flag must agree with them. Settings of
- * the machine rather than the run (--threads, --cache-dir) may change.
+ * the machine rather than the run (--threads, --device, --cache-dir) may change.
  */
 function resumedOptions(f: TrainFlags, out: string): TrainOptions {
   const statePath = join(out, TRAINER_STATE_FILE);
@@ -286,6 +293,7 @@ function resumedOptions(f: TrainFlags, out: string): TrainOptions {
     valFraction: saved.val_fraction ?? f['val-fraction'] ?? 0.05,
     encoding: saved.encoding ?? f.encoding ?? 'utf8',
     ...((f.threads ?? saved.threads) !== undefined ? { threads: (f.threads ?? saved.threads)! } : {}),
+    device: f.device ?? 'cpu',
     resume: true,
     cacheDir: f['cache-dir'] ?? '.cache',
   };

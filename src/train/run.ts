@@ -62,6 +62,8 @@ export interface TrainOptions {
   /** How data files are decoded (utf8: invalid UTF-8 is refused). */
   encoding?: Encoding;
   threads?: number;
+  /** Where the training step runs (default cpu). */
+  device?: 'cpu' | 'cuda';
   resume: boolean;
   cacheDir: string;
 }
@@ -183,7 +185,7 @@ export async function runTraining(
   });
   const evalSet = evalBatches(corpus.val, opts.batchSize, opts.seqLen, opts.evalBatches);
   const schedule: Schedule = { ...opts.schedule, startStep: s.scheduleStart };
-  const trainer = await Trainer.create(s.cfg, opts.optimizer, s.state, opts.threads);
+  const trainer = await Trainer.create(s.cfg, opts.optimizer, s.state, opts.threads, opts.device ?? 'cpu');
   const logPath = join(out, LOG_FILE);
   // A killed run may have logged steps past its last checkpoint: drop them so the log matches.
   const kept = keptLogEntries(readLog(logPath), s.state.step);

@@ -68,8 +68,10 @@ export class Trainer {
     opt: OptimizerConfig,
     state: TrainerState,
     threads?: number,
+    /** `cuda`: each step still feeds weights and moments from the host and copies them back. */
+    device: 'cpu' | 'cuda' = 'cpu',
   ): Promise<Trainer> {
-    const so = { device: 'cpu' as const, ...(threads ? { intraOpThreads: threads } : {}) };
+    const so = { device, ...(threads ? { intraOpThreads: threads } : {}) };
     const step = await OrtSession.create(
       serializeModel(buildTrainingStepGraph(cfg, opt), { graphName: 'train_step' }),
       so,

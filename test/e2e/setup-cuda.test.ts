@@ -53,7 +53,7 @@ test('setup:cuda from the cached package: installs verified files, is idempotent
   assert.deepEqual(readdirSync(target).sort(), [...CUDA_PROVIDER_FILES].sort(), 'no temporary files left');
 });
 
-test('--device cuda without a usable GPU stops at start with one line; npm run setup:cuda reports', (t) => {
+test('serve and train with --device cuda and no usable GPU stop at start with one line', (t) => {
   const r = spawnSync(
     process.execPath,
     ['--import', 'tsx', 'scripts/serve.ts', '--model', 'default', '--device', 'cuda', '--port', '0'],
@@ -67,4 +67,43 @@ test('--device cuda without a usable GPU stops at start with one line; npm run s
   assert.equal(r.status, 1);
   assert.match(r.stderr, /^error: --device cuda: [^\n]+\n$/);
   assert.equal(r.stdout, '');
+  const dir = tempDir(t);
+  const train = spawnSync(
+    process.execPath,
+    [
+      '--import',
+      'tsx',
+      'scripts/train.ts',
+      '--out',
+      join(dir, 'run'),
+      '--layers',
+      '1',
+      '--hidden',
+      '16',
+      '--heads',
+      '2',
+      '--qkv-tokens',
+      '8',
+      '--proj-tokens',
+      '8',
+      '--ffn-tokens',
+      '8',
+      '--vocab-size',
+      '300',
+      '--steps',
+      '1',
+      '--batch-size',
+      '1',
+      '--seq-len',
+      '8',
+      '--lr',
+      '1e-3',
+      '--device',
+      'cuda',
+    ],
+    { cwd: ROOT, encoding: 'utf8', timeout: 60_000 },
+  );
+  assert.equal(train.status, 1);
+  assert.match(train.stderr, /^error: --device cuda: [^\n]+\n$/);
+  assert.ok(!existsSync(join(dir, 'run')), 'nothing written');
 });
