@@ -4,7 +4,7 @@ import { saveCheckpoint } from '../../src/model/checkpoint.ts';
 import type { TokenFormerConfig } from '../../src/model/config.ts';
 import { initParams } from '../../src/model/init.ts';
 import { importOfficial } from '../../src/model/official/import.ts';
-import { saveTokenizer, type TokenizerJson } from '../../src/tokenizer/bpe-trainer.ts';
+import { byteLevelBpeJson, saveTokenizer, type TokenizerJson } from '../../src/tokenizer/bpe-trainer.ts';
 import { BYTE_ORDER, BYTE_TO_SYMBOL } from '../../src/tokenizer/byte-level.ts';
 import { newModelConfig } from '../../src/train/setup.ts';
 
@@ -87,57 +87,16 @@ export function configOf(s: Shapes): TokenFormerConfig {
  */
 export function syntheticTokenizer(vocab: number): TokenizerJson {
   const symbols = BYTE_ORDER.map((b) => BYTE_TO_SYMBOL[b]!);
-  const vocabMap: Record<string, number> = {};
-  symbols.forEach((t, id) => {
-    vocabMap[t] = id;
-  });
+  const tokens = [...symbols];
   const merges: string[] = [];
-  let id = symbols.length;
   outer: for (const a of symbols) {
     for (const b of symbols) {
-      if (id >= vocab - 1) break outer;
+      if (tokens.length >= vocab - 1) break outer;
       merges.push(`${a} ${b}`);
-      vocabMap[a + b] = id++;
+      tokens.push(a + b);
     }
   }
-  vocabMap['<|endoftext|>'] = id;
-  const byteLevel = () => ({
-    type: 'ByteLevel' as const,
-    add_prefix_space: false,
-    trim_offsets: true,
-    use_regex: true,
-  });
-  return {
-    version: '1.0',
-    truncation: null,
-    padding: null,
-    added_tokens: [
-      {
-        id,
-        content: '<|endoftext|>',
-        single_word: false,
-        lstrip: false,
-        rstrip: false,
-        normalized: false,
-        special: true,
-      },
-    ],
-    normalizer: null,
-    pre_tokenizer: byteLevel(),
-    post_processor: byteLevel(),
-    decoder: byteLevel(),
-    model: {
-      type: 'BPE',
-      dropout: null,
-      unk_token: null,
-      continuing_subword_prefix: null,
-      end_of_word_suffix: null,
-      fuse_unk: false,
-      byte_fallback: false,
-      vocab: vocabMap,
-      merges,
-    },
-  };
+  return byteLevelBpeJson(tokens, merges, ['<|endoftext|>']);
 }
 
 export interface BuiltModels {

@@ -111,6 +111,18 @@ export function trainByteLevelBpe(texts: Iterable<string>, opts: TrainBpeOptions
   for (const s of specials) {
     if (idOf.has(s)) fail('TF_ERR_BAD_ARGS', `special token ${JSON.stringify(s)} is also a learned token`);
   }
+  return byteLevelBpeJson(tokens, merges, specials);
+}
+
+/**
+ * A byte-level BPE `tokenizer.json`: `tokens` take ids 0…n−1 in order, `merges` as given, then
+ * each special token as an added token after them.
+ */
+export function byteLevelBpeJson(
+  tokens: readonly string[],
+  merges: string[],
+  specials: readonly string[],
+): TokenizerJson {
   const vocab: Record<string, number> = {};
   tokens.forEach((t, id) => {
     vocab[t] = id;
