@@ -1,4 +1,3 @@
-import { randomUUID } from 'node:crypto';
 import type { FastifyPluginAsync } from 'fastify';
 import type { Tokenizer } from '../../tokenizer/tokenizer.ts';
 import { type ChatBody, type ChatTemplates, chatBodySchema, parseChatRequest } from '../chat.ts';
@@ -10,14 +9,9 @@ import {
   chatCompletion,
   chatTokenLogprobs,
 } from '../chat-openai.ts';
+import { type CompletionEvents, replyCompletion } from '../completion-reply.ts';
 import type { ServerContext } from '../context.ts';
-import { ApiError } from '../errors.ts';
-import { type CompletionEvent, runCompletion } from '../generate.ts';
 import { type CompletionMeta, producedBy, type Usage } from '../openai.ts';
-import { onResponseClose } from '../response.ts';
-import { pipeSse } from '../sse-stream.ts';
-
-type Events = AsyncGenerator<CompletionEvent, void, undefined>;
 
 /**
  * POST /v1/chat/completions, the OpenAI Chat Completions API over the same completion stream as
@@ -34,50 +28,19 @@ export const chatRoute: FastifyPluginAsync<{ ctx: ServerContext; templates: Chat
     async (request, reply) => {
       const engine = ctx.acceptGeneration(request.body.model);
       const req = parseChatRequest(request.body, engine, { maxChoices: ctx.limits.maxChoices }, templates);
-      const job = ctx.startJob();
-      const unwatch = onResponseClose(reply.raw, (finished) => {
-        if (!finished) job.abort(new ApiError('TF_ERR_CLIENT_CLOSED', 'the client closed the connection'));
-      });
-      const meta: CompletionMeta = {
-        id: `chatcmpl-${randomUUID().replaceAll('-', '')}`,
-        created: Math.floor(Date.now() / 1000),
-        model: engine.name,
-        system_fingerprint: engine.version,
-      };
-      const events = runCompletion(engine, req, job, ctx.metrics);
       const count = req.prompts.length * req.n;
-      try {
-        // Admission: a full queue or a refused prompt still gets its own HTTP status.
-        await events.next();
-        if (!req.stream) {
-          const withLogprobs = req.params.logprobs !== undefined;
-          const response = await collect(events, meta, count, engine.tokenizer, withLogprobs);
-          return reply.header('x-model-version', response.system_fingerprint).send(response);
-        }
-        reply.hijack();
-        await pipeSse(reply.raw, chatChunks(events, meta, count, req.includeUsage, engine.tokenizer), {
-          requestId: request.id,
-          log: request.log,
-          modelVersion: engine.version,
-          keepAliveMs: ctx.limits.sseKeepAliveMs,
-        });
-        return reply;
-      } catch (err) {
-        if (err instanceof ApiError && err.code === 'TF_ERR_CLIENT_CLOSED') {
-          reply.hijack();
-          return reply;
-        }
-        throw err;
-      } finally {
-        unwatch();
-        job.end();
-      }
+      const withLogprobs = req.params.logprobs !== undefined;
+      return replyCompletion(ctx, request, reply, engine, req, {
+        idPrefix: 'chatcmpl',
+        collect: (events, meta) => collect(events, meta, count, engine.tokenizer, withLogprobs),
+        chunks: (events, meta) => chatChunks(events, meta, count, req.includeUsage, engine.tokenizer),
+      });
     },
   );
 };
 
 async function collect(
-  events: Events,
+  events: CompletionEvents,
   meta: CompletionMeta,
   count: number,
   tokenizer: Tokenizer,
@@ -111,7 +74,7 @@ async function collect(
  * (with logprobs when asked), a chunk with its `finish_reason`, and the usage chunk when asked.
  */
 export async function* chatChunks(
-  events: Events,
+  events: CompletionEvents,
   meta: CompletionMeta,
   count: number,
   includeUsage: boolean,

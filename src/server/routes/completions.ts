@@ -1,9 +1,8 @@
-import { randomUUID } from 'node:crypto';
 import type { FastifyPluginAsync } from 'fastify';
 import { type CompletionBody, parseCompletionRequest } from '../completion.ts';
+import { type CompletionEvents, replyCompletion } from '../completion-reply.ts';
 import type { ServerContext } from '../context.ts';
-import { ApiError } from '../errors.ts';
-import { type CompletionEvent, runCompletion } from '../generate.ts';
+import type { CompletionEvent } from '../generate.ts';
 import {
   type CompletionChoice,
   type CompletionLogprobs,
@@ -14,9 +13,7 @@ import {
   producedBy,
   type Usage,
 } from '../openai.ts';
-import { onResponseClose } from '../response.ts';
 import { samplingFieldsSchema } from '../sampling-fields.ts';
-import { pipeSse } from '../sse-stream.ts';
 
 const tokenIds = { type: 'array', minItems: 1, items: { type: 'integer', minimum: 0 } } as const;
 const optional = (type: string) => ({ type: [type, 'null'] }) as const;
@@ -49,8 +46,6 @@ export const completionsBodySchema = {
   },
 } as const;
 
-type Events = AsyncGenerator<CompletionEvent, void, undefined>;
-
 export const completionsRoute: FastifyPluginAsync<{ ctx: ServerContext }> = async (app, { ctx }) => {
   app.post<{ Body: CompletionBody }>(
     '/v1/completions',
@@ -58,49 +53,16 @@ export const completionsRoute: FastifyPluginAsync<{ ctx: ServerContext }> = asyn
     async (request, reply) => {
       const engine = ctx.acceptGeneration(request.body.model);
       const req = parseCompletionRequest(request.body, engine, { maxChoices: ctx.limits.maxChoices });
-      const job = ctx.startJob();
-      // A client that goes away cancels its generations (and frees their KV-cache slots).
-      const unwatch = onResponseClose(reply.raw, (finished) => {
-        if (!finished) job.abort(new ApiError('TF_ERR_CLIENT_CLOSED', 'the client closed the connection'));
+      return replyCompletion(ctx, request, reply, engine, req, {
+        idPrefix: 'cmpl',
+        collect: (events, meta) => collect(events, meta, req.prompts.length * req.n),
+        chunks: (events, meta) => completionChunks(events, meta, req.includeUsage),
       });
-      const meta: CompletionMeta = {
-        id: `cmpl-${randomUUID().replaceAll('-', '')}`,
-        created: Math.floor(Date.now() / 1000),
-        model: engine.name,
-        system_fingerprint: engine.version,
-      };
-      const events = runCompletion(engine, req, job, ctx.metrics);
-      try {
-        // Admission (every choice queued): a full queue or a refused prompt still gets its own
-        // HTTP status; after it, SSE headers go out at once, before the first token.
-        await events.next();
-        if (!req.stream) {
-          const response = await collect(events, meta, req.prompts.length * req.n);
-          return reply.header('x-model-version', response.system_fingerprint).send(response);
-        }
-        reply.hijack();
-        await pipeSse(reply.raw, completionChunks(events, meta, req.includeUsage), {
-          requestId: request.id,
-          log: request.log,
-          modelVersion: engine.version,
-          keepAliveMs: ctx.limits.sseKeepAliveMs,
-        });
-        return reply;
-      } catch (err) {
-        if (err instanceof ApiError && err.code === 'TF_ERR_CLIENT_CLOSED') {
-          reply.hijack(); // nobody to answer
-          return reply;
-        }
-        throw err;
-      } finally {
-        unwatch();
-        job.end();
-      }
     },
   );
 };
 
-async function collect(events: Events, meta: CompletionMeta, count: number) {
+async function collect(events: CompletionEvents, meta: CompletionMeta, count: number) {
   const choices: CompletionChoice[] = Array.from({ length: count }, (_, index) => ({
     index,
     text: '',
@@ -127,7 +89,7 @@ async function collect(events: Events, meta: CompletionMeta, count: number) {
 
 /** The completion stream as OpenAI chunks; the usage chunk names the version that produced the last text. */
 async function* completionChunks(
-  events: Events,
+  events: CompletionEvents,
   meta: CompletionMeta,
   includeUsage: boolean,
 ): AsyncGenerator<object, void, undefined> {
