@@ -1,6 +1,6 @@
 import { copyFileSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { readCheckpointMeta } from '../src/model/checkpoint.ts';
+import { CONFIG_FILE, readCheckpointMeta, TOKENIZER_FILE, WEIGHTS_FILE } from '../src/model/checkpoint.ts';
 import { growDirectory } from '../src/model/grow.ts';
 import { writeJsonAtomic } from '../src/util/atomic.ts';
 import { type FlagSpec, helpText, parseCommandLine, runMain } from '../src/util/cli.ts';
@@ -109,10 +109,10 @@ runMain(async () => {
   mkdirSync(models, { recursive: true });
   for (const m of ['default', 'default-grown']) {
     mkdirSync(join(models, m), { recursive: true });
-    for (const f of ['config.json', 'model.safetensors', 'tokenizer.json'])
+    for (const f of [CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_FILE])
       copyFileSync(join(ROOT, 'models', m, f), join(models, m, f));
   }
-  if (!existsSync(join(models, 'default-zero', 'config.json'))) {
+  if (!existsSync(join(models, 'default-zero', CONFIG_FILE))) {
     const grown = readCheckpointMeta(join(models, 'default-grown')).model;
     log('growing models/default (zero keys, tau kept) → default-zero');
     await growDirectory(join(models, 'default'), join(models, 'default-zero'), {

@@ -10,6 +10,8 @@ import {
   writeFileSync,
 } from 'node:fs';
 import { basename, join, relative, resolve, sep } from 'node:path';
+import { MANIFEST_FILE } from '../../src/export/export.ts';
+import { CONFIG_FILE } from '../../src/model/checkpoint.ts';
 import { CUDA_PROVIDER_FILES } from '../../src/runtime/cuda.ts';
 import { fail } from '../../src/util/errors.ts';
 import type { ProviderFile } from '../cuda/install.ts';
@@ -86,7 +88,7 @@ function copyDependencies(root: string, app: string): void {
 
 function modelDir(root: string, name: string): string {
   const dir = existsSync(name) ? resolve(name) : join(root, 'models', name);
-  if (!existsSync(join(dir, 'config.json')) && !existsSync(join(dir, 'manifest.json'))) {
+  if (!existsSync(join(dir, CONFIG_FILE)) && !existsSync(join(dir, MANIFEST_FILE))) {
     fail(
       'TF_ERR_NOT_FOUND',
       `--models: ${name} is neither a checkpoint nor an export directory (nor models/${name})`,

@@ -2,6 +2,7 @@ import { readdirSync, readFileSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { ModelRunner } from '../../src/engine/runner.ts';
 import { DECODER_LOGIT_POSITIONS } from '../../src/export/decoder.ts';
+import { DECODER_GRAPH_FILE, FULL_GRAPH_FILE, readManifest } from '../../src/export/export.ts';
 import { GraphBuilder } from '../../src/graph/builder.ts';
 import { serializeModel } from '../../src/graph/serialize.ts';
 import { OrtSession, probeDeviceOutputs } from '../../src/runtime/ort.ts';
@@ -35,7 +36,7 @@ async function fullLogits(
   ids: BigInt64Array,
   dims: number[],
 ): Promise<Float32Array> {
-  const s = await OrtSession.create(join(exportDir, 'model.onnx'), { device });
+  const s = await OrtSession.create(join(exportDir, FULL_GRAPH_FILE), { device });
   try {
     return (await s.run({ input_ids: [ids, dims] })).logits!.data as Float32Array;
   } finally {
@@ -77,15 +78,13 @@ interface ProfileEvent {
  */
 export async function placement(exportDir: string, device: Device, vocab: number, work: string) {
   const prefix = join(work, 'profile');
-  const session = await OrtSession.create(join(exportDir, 'decoder.onnx'), {
+  const session = await OrtSession.create(join(exportDir, DECODER_GRAPH_FILE), {
     device,
     profilePrefix: prefix,
   });
   try {
     const layers = session.inputNames.filter((n) => n.startsWith('past_key.')).length;
-    const meta = JSON.parse(readFileSync(join(exportDir, 'manifest.json'), 'utf8')) as {
-      model: { num_heads: number; hidden_size: number };
-    };
+    const meta = readManifest(exportDir);
     const h = meta.model.num_heads;
     const dh = meta.model.hidden_size / h;
     const cap = 8;

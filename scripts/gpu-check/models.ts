@@ -1,6 +1,6 @@
 import { join } from 'node:path';
 import { exportCheckpoint } from '../../src/export/export.ts';
-import { saveCheckpoint } from '../../src/model/checkpoint.ts';
+import { saveCheckpoint, TOKENIZER_FILE } from '../../src/model/checkpoint.ts';
 import type { TokenFormerConfig } from '../../src/model/config.ts';
 import { initParams } from '../../src/model/init.ts';
 import { importOfficial } from '../../src/model/official/import.ts';
@@ -114,7 +114,7 @@ export async function buildRandomModel(
 ): Promise<BuiltModels> {
   const config = configOf(s);
   const checkpoint = join(work, 'random-ckpt');
-  const tok = join(work, 'tokenizer.json');
+  const tok = join(work, TOKENIZER_FILE);
   saveTokenizer(tok, syntheticTokenizer(config.vocab_size));
   log(`random model: ${s.model.layers} layers, hidden ${s.model.hidden}, vocab ${s.model.vocab}`);
   await saveCheckpoint(
@@ -123,7 +123,7 @@ export async function buildRandomModel(
       format: 'tokenformer-checkpoint',
       format_version: 1,
       model: config,
-      tokenizer: { file: 'tokenizer.json', eos_token_id: config.vocab_size - 1 },
+      tokenizer: { file: TOKENIZER_FILE, eos_token_id: config.vocab_size - 1 },
       provenance: {
         source: 'gpu-check',
         detail: 'random weights (official init)',

@@ -1,7 +1,13 @@
 import { existsSync, readdirSync, realpathSync, statSync } from 'node:fs';
 import { basename, isAbsolute, join, relative, resolve, sep } from 'node:path';
-import { MANIFEST_FILE, type Manifest, type ManifestQuantization, readManifest } from '../export/export.ts';
-import { CONFIG_FILE } from '../model/checkpoint.ts';
+import {
+  FULL_GRAPH_FILE,
+  MANIFEST_FILE,
+  type Manifest,
+  type ManifestQuantization,
+  readManifest,
+} from '../export/export.ts';
+import { CONFIG_FILE, WEIGHTS_FILE } from '../model/checkpoint.ts';
 import { fail } from '../util/errors.ts';
 import { DRAFT_AUTO, type DraftOptions, resolveDraft } from './draft.ts';
 import { Engine, type EngineOptions } from './engine.ts';
@@ -116,7 +122,7 @@ export function confineModelPath(modelsRoot: string, name: string): string {
  * manifest or config and weights): a change means a new version was written there.
  */
 export function fingerprintOf(dir: string): string {
-  return [MANIFEST_FILE, CONFIG_FILE, 'model.safetensors', 'model.onnx']
+  return [MANIFEST_FILE, CONFIG_FILE, WEIGHTS_FILE, FULL_GRAPH_FILE]
     .map((f) => {
       const p = join(dir, f);
       if (!existsSync(p)) return '-';

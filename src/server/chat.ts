@@ -1,3 +1,4 @@
+import { TOKENIZER_CONFIG_FILE } from '../model/checkpoint.ts';
 import { type ChatMessage, ChatTemplate, type TokenizerConfig } from './chat-template.ts';
 import {
   type CompletionBody,
@@ -97,7 +98,7 @@ export class ChatTemplates {
     if (!config) return this.plain;
     let t = this.byConfig.get(config);
     if (!t) {
-      t = ChatTemplate.fromTokenizerConfig(config, 'tokenizer_config.json') ?? this.plain;
+      t = ChatTemplate.fromTokenizerConfig(config, TOKENIZER_CONFIG_FILE) ?? this.plain;
       this.byConfig.set(config, t);
     }
     return t;

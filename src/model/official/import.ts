@@ -3,7 +3,13 @@ import { join, resolve } from 'node:path';
 import { TorchCheckpoint } from '../../formats/torch-checkpoint.ts';
 import { fail } from '../../util/errors.ts';
 import { readJsonFile } from '../../util/files.ts';
-import { type CheckpointMeta, checkParamNames, saveCheckpoint, TOKENIZER_FILE } from '../checkpoint.ts';
+import {
+  type CheckpointMeta,
+  CONFIG_FILE,
+  checkParamNames,
+  saveCheckpoint,
+  TOKENIZER_FILE,
+} from '../checkpoint.ts';
 import { fromOfficialConfig } from '../config.ts';
 import { EMBEDDING, paramSpecs } from '../params.ts';
 
@@ -42,7 +48,7 @@ export async function importOfficial(
   opts: ImportOptions = {},
 ): Promise<CheckpointMeta> {
   const log = opts.onProgress ?? (() => {});
-  const configPath = join(fromDir, 'config.json');
+  const configPath = join(fromDir, CONFIG_FILE);
   const binPath = join(fromDir, 'pytorch_model.bin');
   for (const p of [configPath, binPath]) if (!existsSync(p)) fail('TF_ERR_NOT_FOUND', `${p} does not exist`);
   const rawConfig = readJsonFile(configPath);
