@@ -1,12 +1,11 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { basename, resolve } from 'node:path';
 import { findModelDir } from '../src/engine/model-dir.ts';
-import { ModelRegistry, type SwapEvent } from '../src/engine/registry.ts';
 import { cudaProblem } from '../src/runtime/cuda.ts';
-import { buildApp } from '../src/server/app.ts';
 import { parseApiKeys, parseCorsOrigins } from '../src/server/auth.ts';
 import { ChatTemplate } from '../src/server/chat-template.ts';
 import { SERVE_DEFAULTS as D } from '../src/server/defaults.ts';
+import { handleProcessSignals, ModelServer } from '../src/server/lifecycle.ts';
 import { type FlagSpec, helpText, parseCommandLine, runMain } from '../src/util/cli.ts';
 import { fail } from '../src/util/errors.ts';
 
@@ -15,8 +14,6 @@ const USAGE =
   '[--threads N] [--max-sequences N] [--max-queue N] [--prefill-chunk N] [--timeout-ms N] ' +
   '[--drain-timeout-ms N] [--memory-budget-mb N] [--draft-model NAME|auto|none] [--draft-max-batch N] [--watch MS] [--log-level LEVEL] [--api-key-file PATH] [--cors-origin ORIGIN[,ORIGIN]] ' +
   '[--served-model-name NAME[,ALIAS…]] [--chat-template FILE]';
-
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms).unref());
 
 const INTRO = `OpenAI-compatible completions and chat server for a TokenFormer model (exported on first
 use). API keys: TOKENFORMER_API_KEY (comma-separated) and/or --api-key-file; admin routes need
@@ -128,15 +125,8 @@ runMain(async () => {
   // Before listening or exporting anything: a missing CUDA piece is one line, at once.
   const cuda = device === 'cuda' ? cudaProblem() : undefined;
   if (cuda) fail('TF_ERR_RUNTIME', `--device cuda: ${cuda}`);
-  const host = flags.host ?? D.host;
-  const port = flags.port ?? D.port;
   const threads = flags.threads ?? 0;
-  const maxSequences = flags['max-sequences'] ?? D.maxSequences;
-  const maxQueue = flags['max-queue'] ?? D.maxQueue;
-  const prefillChunk = flags['prefill-chunk'] ?? D.prefillChunk;
-  const requestTimeoutMs = flags['timeout-ms'] ?? 0;
   const drainTimeoutMs = flags['drain-timeout-ms'] ?? D.drainTimeoutMs;
-  const watchMs = flags.watch ?? 0;
   // 0 (default): 80 % of the memory the process may use (cgroup limit, else the machine's).
   const memoryBudgetMb = flags['memory-budget-mb'] ?? 0;
   // Speculative decoding: `auto` drafts with the served model's parent when it is under the models root.
@@ -167,129 +157,37 @@ runMain(async () => {
     .map((n) => n.trim());
   if (servedNames.some((n) => n === ''))
     fail('TF_ERR_BAD_ARGS', `--served-model-name must be NAME[,ALIAS…] without empty names\nusage: ${USAGE}`);
-  let registry: ModelRegistry | undefined;
-
   // Checked before listening: a template that does not parse is a startup error, not a 500 later.
   const chatTemplate = flags['chat-template'] ? ChatTemplate.fromFile(flags['chat-template']) : undefined;
-  // The server listens while the model loads (/health answers, /ready is 503 until it is ready).
-  let loaded!: (r: ModelRegistry) => void;
-  let failed!: (err: unknown) => void;
-  const registryLoaded = new Promise<ModelRegistry>((res, rej) => {
-    loaded = res;
-    failed = rej;
-  });
-  const app = buildApp({
-    registry: registryLoaded,
-    servedNames,
-    limits: { requestTimeoutMs },
-    logger: { level: flags['log-level'] ?? 'info' },
-    ...(env.TOKENFORMER_ADMIN_TOKEN ? { adminToken: env.TOKENFORMER_ADMIN_TOKEN } : {}),
-    ...(apiKeys.length > 0 ? { apiKeys } : {}),
-    ...(corsOrigins.length > 0 ? { corsOrigins } : {}),
-    ...(chatTemplate ? { chatTemplate } : {}),
-  });
-  const ctx = app.tokenformer;
-
-  let stopping = false;
-  const shutdown = async (signal: string) => {
-    if (stopping) {
-      app.log.warn({ signal }, 'second signal: exiting without draining');
-      process.exit(1);
-    }
-    stopping = true;
-    app.log.info({ signal, inFlight: ctx.inFlight, drainTimeoutMs }, 'shutting down: draining');
-    // Stop accepting connections; /ready answers 503 on open ones; streams in flight go on.
-    if (app.server.listening) app.server.close();
-    const clean = await ctx.drain(drainTimeoutMs);
-    await Promise.race([app.close(), sleep(5_000)]);
-    if (registry) await Promise.race([registry.close(), sleep(5_000)]);
-    app.log.info({ clean }, clean ? 'drained; exiting' : 'drain timed out; streams were ended; exiting');
-    process.exit(0);
-  };
-  process.on('SIGTERM', () => void shutdown('SIGTERM')).on('SIGINT', () => void shutdown('SIGINT'));
-
-  // --watch MS polls the serving model's directory; SIGHUP re-reads it at once. A new version
-  // written there is swapped in (migrate when the tokenizers match, else drain).
-  const reload = async (why: string) => {
-    if (!registry || stopping) return;
-    try {
-      const r = await registry.reload();
-      if (r)
-        app.log.info({ swap: r }, `${why}: swapped to the new version of ${r.to.name} (${r.to.version})`);
-    } catch (err) {
-      app.log.warn(
-        { reason: (err as Error).message },
-        `${why}: the new version failed to load; the old one keeps serving`,
-      );
-    }
-  };
-  process.on('SIGHUP', () => void reload('SIGHUP'));
-  if (watchMs > 0) setInterval(() => void reload('watch'), watchMs).unref();
-
-  const address = await app.listen({ host, port }).catch((err: NodeJS.ErrnoException) => {
-    const why: Record<string, string> = {
-      EADDRINUSE: 'the address is in use (another server is listening there; choose another --port)',
-      EACCES: 'permission denied (ports below 1024 need privileges; choose another --port)',
-      EADDRNOTAVAIL: 'this machine has no such address (check --host)',
-    };
-    if (err.code === undefined || !(err.code in why)) throw err;
-    return fail('TF_ERR_RUNTIME', `cannot listen on ${host}:${port}: ${why[err.code]}`);
-  });
-  app.log.info({ address }, `listening on ${address}`);
-  app.log.info(
-    { apiKeys: apiKeys.length, corsOrigins, adminRoutes: Boolean(env.TOKENFORMER_ADMIN_TOKEN) },
-    apiKeys.length > 0
-      ? `public routes need one of ${apiKeys.length} API keys`
-      : 'public routes are open (no API key)',
-  );
-  try {
-    // The registry loads the model (a checkpoint is exported into .cache once) and can swap it
-    // later (POST /admin/swap) without dropping streams.
-    registry = await ModelRegistry.open(modelDir, {
+  const server = new ModelServer({
+    modelDir,
+    host: flags.host ?? D.host,
+    port: flags.port ?? D.port,
+    drainTimeoutMs,
+    app: {
+      servedNames,
+      limits: { requestTimeoutMs: flags['timeout-ms'] ?? 0 },
+      logger: { level: flags['log-level'] ?? 'info' },
+      ...(env.TOKENFORMER_ADMIN_TOKEN ? { adminToken: env.TOKENFORMER_ADMIN_TOKEN } : {}),
+      ...(apiKeys.length > 0 ? { apiKeys } : {}),
+      ...(corsOrigins.length > 0 ? { corsOrigins } : {}),
+      ...(chatTemplate ? { chatTemplate } : {}),
+    },
+    registry: {
       modelsRoot: modelsDir,
       cacheDir: '.cache',
       draft: { model: draftModel, ...(draftMaxBatch > 0 ? { maxBatch: draftMaxBatch } : {}) },
-      engine: { device, ...(threads > 0 ? { threads } : {}), maxSequences, maxQueue, prefillChunk },
+      engine: {
+        device,
+        ...(threads > 0 ? { threads } : {}),
+        maxSequences: flags['max-sequences'] ?? D.maxSequences,
+        maxQueue: flags['max-queue'] ?? D.maxQueue,
+        prefillChunk: flags['prefill-chunk'] ?? D.prefillChunk,
+      },
       drainTimeoutMs,
       ...(memoryBudgetMb > 0 ? { memoryBudgetBytes: memoryBudgetMb * 1024 * 1024 } : {}),
-      onProgress: (m) => app.log.info(m),
-    });
-    registry
-      .on('swap', (e: SwapEvent) => {
-        if (e.result !== 'success')
-          app.log.warn({ reason: e.reason }, 'model swap failed; the old model keeps serving');
-      })
-      .on('crash', (e: { reason: string }) =>
-        app.log.error({ reason: e.reason }, 'the model worker crashed; restarting it (open streams wait)'),
-      )
-      .on('restarted', (e: { crashes: number }) =>
-        app.log.info({ crashes: e.crashes }, 'the model worker was restarted; streams continue'),
-      )
-      .on('failed', (e: { reason: string }) =>
-        app.log.error({ reason: e.reason }, 'giving up on the model worker: /health and /ready answer 503'),
-      );
-    const e = registry.model.engine;
-    const exportDir = registry.model.exportDir;
-    loaded(registry);
-    await ctx.loaded;
-    app.log.info(
-      {
-        model: ctx.modelName,
-        servedNames,
-        version: ctx.modelVersion,
-        device: e.device,
-        ...(e.fallbackReason ? { fallbackReason: e.fallbackReason } : {}),
-        exportDir,
-        draft: registry.model.draft ?? null,
-      },
-      e.fallbackReason
-        ? `model ready on cpu (CUDA unavailable: ${e.fallbackReason})`
-        : `model ready on ${e.device}`,
-    );
-  } catch (err) {
-    failed(err);
-    await ctx.loaded;
-    await Promise.race([app.close(), sleep(5_000)]);
-    throw err;
-  }
+    },
+  });
+  handleProcessSignals(server, flags.watch ?? 0);
+  await server.start();
 });

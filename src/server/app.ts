@@ -27,7 +27,7 @@ import { formatSchemaErrors } from './schema-errors.ts';
 
 /**
  * Builds the HTTP/WebSocket server over a model registry, the only way it reaches a model; it
- * never listens (scripts/serve.ts does). The registry may still be loading its first model (a
+ * never listens (lifecycle.ts does). The registry may still be loading its first model (a
  * promise): /health answers at once, /ready and the model routes answer 503 until it is ready.
  */
 
