@@ -1,5 +1,5 @@
-import { attr, GraphBuilder } from '../graph/builder.ts';
-import type { Value } from '../graph/types.ts';
+import { GraphBuilder } from '../graph/builder.ts';
+import { attr, type Value } from '../graph/types.ts';
 import { headDim, type TokenFormerConfig } from '../model/config.ts';
 import {
   type Attend,

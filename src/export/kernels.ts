@@ -1,5 +1,5 @@
-import { attr, type GraphBuilder, tensor } from '../graph/builder.ts';
-import type { Value } from '../graph/types.ts';
+import type { GraphBuilder } from '../graph/builder.ts';
+import { attr, tensor, type Value } from '../graph/types.ts';
 import { headDim, rotaryDims, type TokenFormerConfig } from '../model/config.ts';
 import { EMBEDDING, FINAL_NORM_BIAS, FINAL_NORM_WEIGHT, type PattentionSite } from '../model/params.ts';
 import type { Ctx, GraphDType, Kernels } from '../model/tokenformer.ts';

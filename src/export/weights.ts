@@ -1,4 +1,5 @@
-import { type GraphBuilder, tensor } from '../graph/builder.ts';
+import type { GraphBuilder } from '../graph/builder.ts';
+import { tensor } from '../graph/types.ts';
 import type { TokenFormerConfig } from '../model/config.ts';
 import { paramSpecs } from '../model/params.ts';
 import type { Ctx, GraphDType } from '../model/tokenformer.ts';

@@ -6,53 +6,8 @@
  * {@link PyGlobal} that the caller gave an implementation. Unknown opcodes are rejected.
  */
 import { fail, TokenFormerError } from '../util/errors.ts';
-
-/** A Python tuple (immutable; distinct from a list, which is a plain array). */
-export class PyTuple {
-  constructor(readonly items: readonly PickleValue[]) {}
-}
-
-/** A Python dict / OrderedDict, in insertion order. `attributes` holds state set by BUILD. */
-export class PyDict extends Map<PickleValue, PickleValue> {
-  /** The class the dict was created from, e.g. 'collections.OrderedDict'; 'dict' for `{}`. */
-  pyClass = 'dict';
-  /** State applied by BUILD (OrderedDict's `__dict__`, e.g. a state dict's `_metadata`). */
-  attributes: PickleValue | undefined = undefined;
-}
-
-/** A global (class or function) resolved by `findClass`; callable only when `call` is given. */
-export class PyGlobal {
-  constructor(
-    readonly module: string,
-    readonly name: string,
-    readonly call?: (args: readonly PickleValue[]) => PickleValue,
-  ) {}
-  get qualifiedName(): string {
-    return `${this.module}.${this.name}`;
-  }
-}
-
-/** Base for caller-defined objects produced by globals or persistent loads. */
-export class PyObject {
-  constructor(readonly typeName: string) {}
-  /** Applies BUILD state; objects that do not support it reject it. */
-  setState(_state: PickleValue): void {
-    throw new Error(`cannot apply BUILD state to a ${this.typeName} object`);
-  }
-}
-
-export type PickleValue =
-  | null
-  | boolean
-  | number
-  | bigint
-  | string
-  | Uint8Array
-  | PickleValue[]
-  | PyTuple
-  | PyDict
-  | PyGlobal
-  | PyObject;
+import { OP, OP_NAMES, opLabel } from './pickle-opcodes.ts';
+import { type PickleValue, PyDict, PyGlobal, PyObject, PyTuple, pyTypeName } from './pickle-values.ts';
 
 export interface UnpickleOptions {
   /** Names the data in error messages, e.g. `model.bin:archive/data.pkl`. */
@@ -63,78 +18,7 @@ export interface UnpickleOptions {
   persistentLoad?(pid: PickleValue): PickleValue;
 }
 
-/** A short Python-ish type name for messages. */
-export function pyTypeName(v: PickleValue): string {
-  if (v === null) return 'None';
-  if (typeof v === 'boolean') return 'bool';
-  if (typeof v === 'number') return Number.isInteger(v) ? 'int' : 'float';
-  if (typeof v === 'bigint') return 'int';
-  if (typeof v === 'string') return 'str';
-  if (v instanceof Uint8Array) return 'bytes';
-  if (Array.isArray(v)) return 'list';
-  if (v instanceof PyTuple) return 'tuple';
-  if (v instanceof PyDict) return v.pyClass;
-  if (v instanceof PyGlobal) return `global ${v.qualifiedName}`;
-  return v.typeName;
-}
-
 const MAX_PROTOCOL = 5;
-
-const OP_NAMES: ReadonlyMap<number, string> = new Map([
-  [0x80, 'PROTO'],
-  [0x95, 'FRAME'],
-  [0x2e, 'STOP'],
-  [0x28, 'MARK'],
-  [0x7d, 'EMPTY_DICT'],
-  [0x5d, 'EMPTY_LIST'],
-  [0x29, 'EMPTY_TUPLE'],
-  [0x74, 'TUPLE'],
-  [0x85, 'TUPLE1'],
-  [0x86, 'TUPLE2'],
-  [0x87, 'TUPLE3'],
-  [0x64, 'DICT'],
-  [0x6c, 'LIST'],
-  [0x73, 'SETITEM'],
-  [0x75, 'SETITEMS'],
-  [0x61, 'APPEND'],
-  [0x65, 'APPENDS'],
-  [0x58, 'BINUNICODE'],
-  [0x8c, 'SHORT_BINUNICODE'],
-  [0x8d, 'BINUNICODE8'],
-  [0x55, 'SHORT_BINSTRING'],
-  [0x54, 'BINSTRING'],
-  [0x42, 'BINBYTES'],
-  [0x43, 'SHORT_BINBYTES'],
-  [0x8e, 'BINBYTES8'],
-  [0x4a, 'BININT'],
-  [0x4b, 'BININT1'],
-  [0x4d, 'BININT2'],
-  [0x8a, 'LONG1'],
-  [0x8b, 'LONG4'],
-  [0x47, 'BINFLOAT'],
-  [0x4e, 'NONE'],
-  [0x88, 'NEWTRUE'],
-  [0x89, 'NEWFALSE'],
-  [0x63, 'GLOBAL'],
-  [0x93, 'STACK_GLOBAL'],
-  [0x52, 'REDUCE'],
-  [0x62, 'BUILD'],
-  [0x81, 'NEWOBJ'],
-  [0x71, 'BINPUT'],
-  [0x72, 'LONG_BINPUT'],
-  [0x94, 'MEMOIZE'],
-  [0x68, 'BINGET'],
-  [0x6a, 'LONG_BINGET'],
-  [0x51, 'BINPERSID'],
-  [0x30, 'POP'],
-  [0x31, 'POP_MARK'],
-  [0x32, 'DUP'],
-]);
-
-function opLabel(op: number): string {
-  const ch = op >= 0x20 && op < 0x7f ? ` ('${String.fromCharCode(op)}')` : '';
-  return `0x${op.toString(16).padStart(2, '0')}${ch}`;
-}
 
 /** Decodes a little-endian two's-complement integer (LONG1 / LONG4 payload). */
 function decodeLong(bytes: Uint8Array): number | bigint {
@@ -263,153 +147,153 @@ export function unpickle(data: Uint8Array, options: UnpickleOptions): PickleValu
     opPos = pos;
     op = buf[pos++]!;
     switch (op) {
-      case 0x80: {
+      case OP.PROTO: {
         const proto = readU8();
         if (proto > MAX_PROTOCOL) bad(`unsupported pickle protocol ${proto}`);
         break;
       }
-      case 0x95:
-        readU64(); // FRAME: a length hint only
+      case OP.FRAME:
+        readU64(); // a length hint only
         break;
-      case 0x2e: {
+      case OP.STOP: {
         const result = pop();
         return result;
       }
-      case 0x28:
+      case OP.MARK:
         metastack.push(stack);
         stack = [];
         break;
-      case 0x7d:
+      case OP.EMPTY_DICT:
         stack.push(new PyDict());
         break;
-      case 0x5d:
+      case OP.EMPTY_LIST:
         stack.push([]);
         break;
-      case 0x29:
+      case OP.EMPTY_TUPLE:
         stack.push(new PyTuple([]));
         break;
-      case 0x74: {
+      case OP.TUPLE: {
         const items = popMark(); // before reading `stack`: popMark replaces it
         stack.push(new PyTuple(items));
         break;
       }
-      case 0x85: {
+      case OP.TUPLE1: {
         const a = pop();
         stack.push(new PyTuple([a]));
         break;
       }
-      case 0x86: {
+      case OP.TUPLE2: {
         const b = pop();
         const a = pop();
         stack.push(new PyTuple([a, b]));
         break;
       }
-      case 0x87: {
+      case OP.TUPLE3: {
         const c = pop();
         const b = pop();
         const a = pop();
         stack.push(new PyTuple([a, b, c]));
         break;
       }
-      case 0x64: {
+      case OP.DICT: {
         const d = new PyDict();
         setItems(d, popMark());
         stack.push(d);
         break;
       }
-      case 0x6c: {
+      case OP.LIST: {
         const items = popMark();
         stack.push(items);
         break;
       }
-      case 0x73: {
+      case OP.SETITEM: {
         const v = pop();
         const k = pop();
         setItems(top(), [k, v]);
         break;
       }
-      case 0x75: {
+      case OP.SETITEMS: {
         const items = popMark();
         setItems(top(), items);
         break;
       }
-      case 0x61: {
+      case OP.APPEND: {
         const v = pop();
         appendItems(top(), [v]);
         break;
       }
-      case 0x65: {
+      case OP.APPENDS: {
         const items = popMark();
         appendItems(top(), items);
         break;
       }
-      case 0x58:
+      case OP.BINUNICODE:
         stack.push(readBytes(readU32()).toString('utf8'));
         break;
-      case 0x8c:
+      case OP.SHORT_BINUNICODE:
         stack.push(readBytes(readU8()).toString('utf8'));
         break;
-      case 0x8d:
+      case OP.BINUNICODE8:
         stack.push(readBytes(readU64()).toString('utf8'));
         break;
-      case 0x55:
+      case OP.SHORT_BINSTRING:
         stack.push(readBytes(readU8()).toString('latin1'));
         break;
-      case 0x54: {
+      case OP.BINSTRING: {
         const n = readI32();
         if (n < 0) bad('BINSTRING with a negative length');
         stack.push(readBytes(n).toString('latin1'));
         break;
       }
-      case 0x42:
+      case OP.BINBYTES:
         stack.push(Uint8Array.from(readBytes(readU32())));
         break;
-      case 0x43:
+      case OP.SHORT_BINBYTES:
         stack.push(Uint8Array.from(readBytes(readU8())));
         break;
-      case 0x8e:
+      case OP.BINBYTES8:
         stack.push(Uint8Array.from(readBytes(readU64())));
         break;
-      case 0x4a:
+      case OP.BININT:
         stack.push(readI32());
         break;
-      case 0x4b:
+      case OP.BININT1:
         stack.push(readU8());
         break;
-      case 0x4d:
+      case OP.BININT2:
         stack.push(readU16());
         break;
-      case 0x8a:
+      case OP.LONG1:
         stack.push(decodeLong(readBytes(readU8())));
         break;
-      case 0x8b: {
+      case OP.LONG4: {
         const n = readI32();
         if (n < 0) bad('LONG4 with a negative length');
         stack.push(decodeLong(readBytes(n)));
         break;
       }
-      case 0x47: {
+      case OP.BINFLOAT: {
         need(8);
         stack.push(buf.readDoubleBE(pos));
         pos += 8;
         break;
       }
-      case 0x4e:
+      case OP.NONE:
         stack.push(null);
         break;
-      case 0x88:
+      case OP.NEWTRUE:
         stack.push(true);
         break;
-      case 0x89:
+      case OP.NEWFALSE:
         stack.push(false);
         break;
-      case 0x63: {
+      case OP.GLOBAL: {
         const module = readLine();
         const name = readLine();
         stack.push(resolveGlobal(module, name));
         break;
       }
-      case 0x93: {
+      case OP.STACK_GLOBAL: {
         const name = pop();
         const module = pop();
         if (typeof module !== 'string' || typeof name !== 'string') {
@@ -418,14 +302,14 @@ export function unpickle(data: Uint8Array, options: UnpickleOptions): PickleValu
         stack.push(resolveGlobal(module, name));
         break;
       }
-      case 0x52:
-      case 0x81: {
+      case OP.REDUCE:
+      case OP.NEWOBJ: {
         const args = pop();
         const callee = pop();
         stack.push(callGlobal(callee, args));
         break;
       }
-      case 0x62: {
+      case OP.BUILD: {
         const state = pop();
         const obj = top();
         if (obj instanceof PyDict) obj.attributes = state;
@@ -433,36 +317,36 @@ export function unpickle(data: Uint8Array, options: UnpickleOptions): PickleValu
         else bad(`BUILD on a ${pyTypeName(obj)} is not supported`);
         break;
       }
-      case 0x71:
+      case OP.BINPUT:
         memo.set(readU8(), top());
         break;
-      case 0x72:
+      case OP.LONG_BINPUT:
         memo.set(readU32(), top());
         break;
-      case 0x94:
+      case OP.MEMOIZE:
         memo.set(memo.size, top());
         break;
-      case 0x68:
+      case OP.BINGET:
         memoGet(readU8());
         break;
-      case 0x6a:
+      case OP.LONG_BINGET:
         memoGet(readU32());
         break;
-      case 0x51: {
+      case OP.BINPERSID: {
         const pid = pop();
         const load = options.persistentLoad;
         if (load === undefined) bad('pickle uses a persistent id, which is not supported here');
         stack.push(guarded(() => load(pid)));
         break;
       }
-      case 0x30:
+      case OP.POP:
         if (stack.length > 0) stack.pop();
         else popMark();
         break;
-      case 0x31:
+      case OP.POP_MARK:
         popMark();
         break;
-      case 0x32:
+      case OP.DUP:
         stack.push(top());
         break;
       default:

@@ -7,7 +7,8 @@
 import { closeSync, openSync, readSync } from 'node:fs';
 import { DTYPE_BYTES, type DType, isFloatDType, toFloat32 } from '../util/dtype.ts';
 import { fail, TokenFormerError } from '../util/errors.ts';
-import { type PickleValue, PyDict, PyGlobal, PyObject, PyTuple, pyTypeName, unpickle } from './pickle.ts';
+import { unpickle } from './pickle.ts';
+import { type PickleValue, PyDict, PyGlobal, PyObject, PyTuple, pyTypeName } from './pickle-values.ts';
 import { type ZipEntry, ZipReader } from './zip.ts';
 
 export interface TorchTensorRef {

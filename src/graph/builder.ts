@@ -1,329 +1,51 @@
-import { f32ToF16 } from '../util/dtype.ts';
+/**
+ * A small typed ONNX graph builder: the op vocabulary over `Graph`'s bookkeeping. Every op checks
+ * dtypes and shapes when it is called and returns a typed handle, so a malformed graph fails in
+ * TypeScript with the op named. It knows nothing about TokenFormer. No JS graph-builder library
+ * exists for ONNX, hence this file.
+ */
 import { fail } from '../util/errors.ts';
+import { Graph } from './graph.ts';
+import type { PrimitiveOp } from './primitives.ts';
 import {
   broadcast,
   concatShape,
+  FLOAT_TYPES,
+  indexDtype,
   matmulShape,
   normAxis,
   reduceShape,
   reshapeShape,
+  sameDtype,
   sliceShape,
   transposeShape,
   unsqueezeShape,
 } from './shapes.ts';
 import {
-  type Attr,
+  attr,
   DATA_TYPES,
   type DataType,
   type Dim,
-  type NodeSpec,
   numel,
   type Shape,
   shapeToString,
-  type TensorData,
   type Value,
 } from './types.ts';
 
-/**
- * A small typed ONNX graph builder. Every op checks dtypes and shapes when it is called and
- * returns a typed handle, so a malformed graph fails in TypeScript with the op named. It knows
- * nothing about TokenFormer. No JS graph-builder library exists for ONNX, hence this file.
- *
- * The same builder writes model-local functions (`defineFunction`): their bodies are traced
- * once with symbolic input shapes for the FunctionProto, and again at each call site with the
- * real shapes, which checks the call and infers its outputs.
- */
-
-export interface FunctionInput {
-  name: string;
-  dtype: DataType;
-  shape: Shape;
-}
-
-/** Returns a scalar float value for a function attribute (a reference inside the function). */
-export type AttrReader = (name: string) => Value;
-
-export interface LocalFunction {
-  readonly domain: string;
-  readonly name: string;
-  readonly inputs: readonly FunctionInput[];
-  readonly attributes: readonly string[];
-  readonly body: (g: GraphBuilder, inputs: readonly Value[], attr: AttrReader) => Value[];
-  /** The traced body: nodes over formal input names, and the output names. */
-  readonly nodes: readonly NodeSpec[];
-  readonly outputNames: readonly string[];
-  readonly docString: string;
-}
-
-export function tensor(dtype: DataType, shape: readonly number[], data: ArrayBufferView): TensorData {
-  const expected = numel(shape);
-  const got = data.byteLength / bytesOf(dtype);
-  if (got !== expected) {
-    fail(
-      'TF_ERR_GRAPH',
-      `tensor data holds ${got} ${dtype} elements but shape [${shape.join(', ')}] needs ${expected}`,
-    );
-  }
-  return { kind: 'tensor', dtype, shape, data };
-}
-
-function bytesOf(dtype: DataType): number {
-  return DATA_TYPES[dtype].bytes;
-}
-
-export const attr = {
-  int: (value: number): Attr => ({ type: 'int', value }),
-  float: (value: number): Attr => ({ type: 'float', value }),
-  ints: (value: readonly number[]): Attr => ({ type: 'ints', value }),
-  string: (value: string): Attr => ({ type: 'string', value }),
-};
-
-/**
- * Every op the typed methods of GraphBuilder emit. `gradients.ts` keys its rule table by this
- * union, so adding an op here without a gradient rule (or a non-differentiable mark) fails to
- * compile. `emit` still takes any op string; such ops have no rule and autodiff names them.
- */
-export type PrimitiveOp =
-  // element-wise
-  | 'Identity'
-  | 'Add'
-  | 'Sub'
-  | 'Mul'
-  | 'Div'
-  | 'Max'
-  | 'Pow'
-  | 'Neg'
-  | 'Erf'
-  | 'Sqrt'
-  | 'Exp'
-  | 'Log'
-  | 'Cos'
-  | 'Sin'
-  | 'Where'
-  | 'Cast'
-  | 'Sum'
-  // linear algebra, reductions, normalisation
-  | 'MatMul'
-  | 'ReduceSum'
-  | 'ReduceMean'
-  | 'ReduceL2'
-  | 'ReduceMax'
-  | 'Softmax'
-  | 'LayerNormalization'
-  // indexing
-  | 'Gather'
-  | 'GatherElements'
-  | 'ScatterElements'
-  // shape manipulation
-  | 'Transpose'
-  | 'Reshape'
-  | 'Unsqueeze'
-  | 'Squeeze'
-  | 'Slice'
-  | 'Pad'
-  | 'Concat'
-  | 'Expand'
-  // non-differentiable: constants, shapes, comparisons
-  | 'Constant'
-  | 'Shape'
-  | 'Size'
-  | 'Range'
-  | 'LessOrEqual'
-  | 'Equal';
-
-const FLOAT_TYPES: readonly DataType[] = ['float32', 'float64', 'float16'];
-
-export class GraphBuilder {
-  readonly nodes: NodeSpec[] = [];
-  readonly inputs: Value[] = [];
-  readonly outputs: Value[] = [];
-  readonly initializers: { value: Value; data: TensorData }[] = [];
-  readonly functions = new Map<string, LocalFunction>();
-  /** Values whose gradient autodiff treats as zero (`stopGradient`). */
-  readonly detached = new Set<string>();
-  private readonly used = new Set<string>();
-  /** Every value by name, with dtype and shape, so autodiff can read a node's inputs/outputs. */
-  private readonly values = new Map<string, Value>();
-  /** Contents of Constant nodes by output name (static axes, shapes, exponents for autodiff). */
-  private readonly constants = new Map<string, TensorData>();
-  private counter = 0;
-
-  constructor(readonly kind: 'graph' | 'function' = 'graph') {}
-
-  // ---- names -------------------------------------------------------------------------------
-
-  private claim(name: string): string {
-    if (this.used.has(name)) fail('TF_ERR_GRAPH', `value name "${name}" is already used in this graph`);
-    this.used.add(name);
-    return name;
-  }
-
-  private fresh(hint: string): string {
-    let name: string;
-    do name = `${hint}_${this.counter++}`;
-    while (this.used.has(name));
-    return this.claim(name);
-  }
-
-  // ---- graph interface -----------------------------------------------------------------------
-
-  private record(v: Value): Value {
-    this.values.set(v.name, v);
-    return v;
-  }
-
-  /** The value named `name` (any input, initializer or node output of this graph). */
-  valueOf(name: string): Value {
-    return this.values.get(name) ?? fail('TF_ERR_GRAPH', `no value named "${name}" in this graph`);
-  }
-
-  /** The contents of `v` when a Constant node produces it, else undefined. */
-  constantData(v: Value): TensorData | undefined {
-    return this.constants.get(v.name);
-  }
-
-  input(name: string, dtype: DataType, shape: Shape): Value {
-    const v: Value = this.record({ name: this.claim(name), dtype, shape });
-    this.inputs.push(v);
-    return v;
-  }
-
-  initializer(name: string, data: TensorData): Value {
-    if (this.kind === 'function') fail('TF_ERR_GRAPH', 'a function body cannot hold initializers');
-    const v: Value = this.record({ name: this.claim(name), dtype: data.dtype, shape: data.shape });
-    this.initializers.push({ value: v, data });
-    return v;
-  }
-
-  /** Marks `v` as a graph output named `name` (an Identity renames it when needed). */
-  output(v: Value, name?: string): Value {
-    const out =
-      name === undefined || name === v.name ? v : this.emit('Identity', [v], {}, v.dtype, v.shape, name);
-    this.outputs.push(out);
-    return out;
-  }
-
-  /** Emits one node and returns its single output. `outName` pins the output's name. */
-  emit(
-    op: string,
-    inputs: readonly Value[],
-    attrs: Record<string, Attr>,
-    dtype: DataType,
-    shape: Shape,
-    outName?: string,
-    domain = '',
-  ): Value {
-    const name = outName === undefined ? this.fresh(op.toLowerCase()) : this.claim(outName);
-    this.nodes.push({
-      op,
-      domain,
-      inputs: inputs.map((i) => i.name),
-      outputs: [name],
-      attrs,
-      name: `${op}_${this.nodes.length}`,
-    });
-    return this.record({ name, dtype, shape });
-  }
-
-  /**
-   * Emits one node with several outputs (`null` leaves an optional output unnamed, so onnxruntime
-   * does not compute it); for ops outside the primitives, such as onnxruntime's contrib kernels.
-   */
-  emitMulti(
-    op: string,
-    domain: string,
-    inputs: readonly (Value | null)[],
-    attrs: Record<string, Attr>,
-    outputs: readonly ({ dtype: DataType; shape: Shape; name?: string } | null)[],
-  ): (Value | null)[] {
-    const outs = outputs.map((o) =>
-      o === null
-        ? null
-        : this.record({
-            name: o.name === undefined ? this.fresh(op.toLowerCase()) : this.claim(o.name),
-            dtype: o.dtype,
-            shape: o.shape,
-          }),
-    );
-    this.nodes.push({
-      op,
-      domain,
-      inputs: inputs.map((i) => i?.name ?? ''),
-      outputs: outs.map((o) => o?.name ?? ''),
-      attrs,
-      name: `${op}_${this.nodes.length}`,
-    });
-    return outs;
-  }
-
-  /** `emit` for the typed methods: the op must be a PrimitiveOp (one with a gradient rule). */
-  private prim(
-    op: PrimitiveOp,
-    inputs: readonly Value[],
-    attrs: Record<string, Attr>,
-    dtype: DataType,
-    shape: Shape,
-  ): Value {
-    return this.emit(op, inputs, attrs, dtype, shape);
-  }
-
-  // ---- constants -----------------------------------------------------------------------------
-
-  constant(data: TensorData, hint = 'const'): Value {
-    const name = this.fresh(hint);
-    this.nodes.push({
-      op: 'Constant',
-      domain: '',
-      inputs: [],
-      outputs: [name],
-      attrs: { value: { type: 'tensor', value: data } },
-      name: `Constant_${this.nodes.length}`,
-    });
-    this.constants.set(name, data);
-    return this.record({ name, dtype: data.dtype, shape: data.shape });
-  }
-
-  scalar(x: number, dtype: 'float32' | 'int64' = 'float32'): Value {
-    return dtype === 'float32'
-      ? this.constant(tensor('float32', [], new Float32Array([x])), 'scalar')
-      : this.constant(tensor('int64', [], new BigInt64Array([BigInt(x)])), 'scalar');
-  }
-
-  ints(values: readonly number[]): Value {
-    return this.constant(tensor('int64', [values.length], BigInt64Array.from(values, BigInt)), 'ints');
-  }
-
-  floats(
-    values: readonly number[],
-    shape: readonly number[] = [values.length],
-    dtype: 'float32' | 'float16' = 'float32',
-  ): Value {
-    const f32 = Float32Array.from(values);
-    return dtype === 'float32'
-      ? this.constant(tensor('float32', shape, f32), 'floats')
-      : this.constant(tensor('float16', shape, f32ToF16(f32)), 'floats');
+export class GraphBuilder extends Graph {
+  protected functionBuilder(): GraphBuilder {
+    return new GraphBuilder('function');
   }
 
   // ---- element-wise --------------------------------------------------------------------------
 
-  private sameType(op: string, vals: readonly Value[], allowed?: readonly DataType[]): DataType {
-    const t = vals[0]!.dtype;
-    for (const v of vals) {
-      if (v.dtype !== t) {
-        fail('TF_ERR_GRAPH', `${op}: dtype mismatch ${vals.map((x) => `${x.name}:${x.dtype}`).join(', ')}`);
-      }
-    }
-    if (allowed && !allowed.includes(t)) fail('TF_ERR_GRAPH', `${op}: dtype ${t} not supported`);
-    return t;
-  }
-
   private binary(op: PrimitiveOp, a: Value, b: Value): Value {
-    const t = this.sameType(op, [a, b]);
+    const t = sameDtype(op, [a, b]);
     return this.prim(op, [a, b], {}, t, broadcast(op, a.shape, b.shape));
   }
 
   private unary(op: PrimitiveOp, x: Value, floatOnly = true): Value {
-    if (floatOnly) this.sameType(op, [x], FLOAT_TYPES);
+    if (floatOnly) sameDtype(op, [x], FLOAT_TYPES);
     return this.prim(op, [x], {}, x.dtype, x.shape);
   }
 
@@ -368,13 +90,13 @@ export class GraphBuilder {
   }
 
   lessOrEqual(a: Value, b: Value): Value {
-    this.sameType('LessOrEqual', [a, b]);
+    sameDtype('LessOrEqual', [a, b]);
     return this.prim('LessOrEqual', [a, b], {}, 'bool', broadcast('LessOrEqual', a.shape, b.shape));
   }
 
   where(cond: Value, a: Value, b: Value): Value {
     if (cond.dtype !== 'bool') fail('TF_ERR_GRAPH', `Where: condition must be bool, got ${cond.dtype}`);
-    const t = this.sameType('Where', [a, b]);
+    const t = sameDtype('Where', [a, b]);
     return this.prim('Where', [cond, a, b], {}, t, broadcast('Where', cond.shape, a.shape, b.shape));
   }
 
@@ -385,7 +107,7 @@ export class GraphBuilder {
   // ---- linear algebra and reductions ---------------------------------------------------------
 
   matmul(a: Value, b: Value): Value {
-    const t = this.sameType('MatMul', [a, b], ['float32', 'float64', 'float16']);
+    const t = sameDtype('MatMul', [a, b], FLOAT_TYPES);
     return this.prim('MatMul', [a, b], {}, t, matmulShape(a.shape, b.shape));
   }
 
@@ -402,13 +124,8 @@ export class GraphBuilder {
 
   softmax(x: Value, axis = -1): Value {
     normAxis('Softmax', axis, x.shape.length);
-    return this.prim(
-      'Softmax',
-      [x],
-      { axis: attr.int(axis) },
-      this.sameType('Softmax', [x], ['float32', 'float64', 'float16']),
-      x.shape,
-    );
+    const t = sameDtype('Softmax', [x], FLOAT_TYPES);
+    return this.prim('Softmax', [x], { axis: attr.int(axis) }, t, x.shape);
   }
 
   /** LayerNormalization-17 over the last axis; `scale` is required by the op, so pass ones. */
@@ -422,19 +139,13 @@ export class GraphBuilder {
         );
       }
     }
-    const t = this.sameType('LayerNormalization', bias ? [x, scale, bias] : [x, scale], [
-      'float32',
-      'float64',
-      'float16',
-    ]);
+    const t = sameDtype('LayerNormalization', bias ? [x, scale, bias] : [x, scale], FLOAT_TYPES);
     const attrs = { axis: attr.int(-1), epsilon: attr.float(eps) };
     return this.prim('LayerNormalization', bias ? [x, scale, bias] : [x, scale], attrs, t, x.shape);
   }
 
   gather(data: Value, indices: Value, axis = 0): Value {
-    if (indices.dtype !== 'int64' && indices.dtype !== 'int32') {
-      fail('TF_ERR_GRAPH', `Gather: indices must be int64 or int32, got ${indices.dtype}`);
-    }
+    indexDtype('Gather', indices);
     const a = normAxis('Gather', axis, data.shape.length);
     const shape = [...data.shape.slice(0, a), ...indices.shape, ...data.shape.slice(a + 1)];
     return this.prim('Gather', [data, indices], { axis: attr.int(a) }, data.dtype, shape);
@@ -463,17 +174,12 @@ export class GraphBuilder {
   }
 
   concat(xs: readonly Value[], axis: number): Value {
-    const t = this.sameType('Concat', xs);
-    return this.prim(
-      'Concat',
-      xs,
-      { axis: attr.int(axis) },
-      t,
-      concatShape(
-        xs.map((x) => x.shape),
-        axis,
-      ),
+    const t = sameDtype('Concat', xs);
+    const shape = concatShape(
+      xs.map((x) => x.shape),
+      axis,
     );
+    return this.prim('Concat', xs, { axis: attr.int(axis) }, t, shape);
   }
 
   /** The run-time size of one axis of `x`, as an int64 scalar. */
@@ -493,25 +199,6 @@ export class GraphBuilder {
 
   // ---- ops for autodiff and losses -----------------------------------------------------------
 
-  /** A scalar constant of `like`'s dtype (or of the dtype given). */
-  scalarLike(x: number, like: Value | DataType): Value {
-    const dtype = typeof like === 'string' ? like : like.dtype;
-    switch (dtype) {
-      case 'float32':
-        return this.constant(tensor('float32', [], new Float32Array([x])), 'scalar');
-      case 'float64':
-        return this.constant(tensor('float64', [], new Float64Array([x])), 'scalar');
-      case 'float16':
-        return this.constant(tensor('float16', [], f32ToF16(Float32Array.of(x))), 'scalar');
-      case 'int32':
-        return this.constant(tensor('int32', [], new Int32Array([x])), 'scalar');
-      case 'int64':
-        return this.constant(tensor('int64', [], new BigInt64Array([BigInt(x)])), 'scalar');
-      default:
-        fail('TF_ERR_GRAPH', `no scalar constants of dtype ${dtype}`);
-    }
-  }
-
   /** `x` as a constant for autodiff: no gradient flows back through the returned value. */
   stopGradient(x: Value): Value {
     const out = this.prim('Identity', [x], {}, x.dtype, x.shape);
@@ -520,7 +207,7 @@ export class GraphBuilder {
   }
 
   equal(a: Value, b: Value): Value {
-    this.sameType('Equal', [a, b]);
+    sameDtype('Equal', [a, b]);
     return this.prim('Equal', [a, b], {}, 'bool', broadcast('Equal', a.shape, b.shape));
   }
 
@@ -594,7 +281,7 @@ export class GraphBuilder {
   sum(xs: readonly Value[]): Value {
     if (xs.length === 0) fail('TF_ERR_GRAPH', 'Sum: needs at least one input');
     if (xs.length === 1) return xs[0]!;
-    const t = this.sameType('Sum', xs);
+    const t = sameDtype('Sum', xs);
     return this.prim('Sum', xs, {}, t, broadcast('Sum', ...xs.map((x) => x.shape)));
   }
 
@@ -612,15 +299,9 @@ export class GraphBuilder {
     return this.prim('Pad', inputs, { mode: attr.string('constant') }, x.dtype, shape);
   }
 
-  private indexType(op: string, indices: Value): void {
-    if (indices.dtype !== 'int64' && indices.dtype !== 'int32') {
-      fail('TF_ERR_GRAPH', `${op}: indices must be int64 or int32, got ${indices.dtype}`);
-    }
-  }
-
   /** out[…i…] = data[…indices[…i…]…] along `axis`; indices have the rank of data. */
   gatherElements(data: Value, indices: Value, axis: number): Value {
-    this.indexType('GatherElements', indices);
+    indexDtype('GatherElements', indices);
     if (indices.shape.length !== data.shape.length) {
       fail(
         'TF_ERR_GRAPH',
@@ -642,8 +323,8 @@ export class GraphBuilder {
     axis: number,
     reduction: 'none' | 'add' = 'none',
   ): Value {
-    this.indexType('ScatterElements', indices);
-    const t = this.sameType('ScatterElements', [data, updates]);
+    indexDtype('ScatterElements', indices);
+    const t = sameDtype('ScatterElements', [data, updates]);
     const same = (a: Shape, b: Shape) => a.length === b.length && a.every((d, i) => d === b[i]);
     if (indices.shape.length !== data.shape.length || !same(indices.shape, updates.shape)) {
       fail(
@@ -659,80 +340,10 @@ export class GraphBuilder {
 
   /** One-hot over the last axis: indices […] → […, depth], as bool or cast to `dtype`. */
   oneHot(indices: Value, depth: number, dtype: DataType = 'bool'): Value {
-    this.indexType('OneHot', indices);
+    indexDtype('OneHot', indices);
     const classes = this.range(this.scalarLike(depth, indices.dtype), depth); // [depth]
     const mask = this.equal(this.unsqueeze(indices, [-1]), classes); // […, depth]
     return dtype === 'bool' ? mask : this.cast(mask, dtype);
-  }
-
-  // ---- local functions -----------------------------------------------------------------------
-
-  /** Reads a function attribute as a float32 scalar; only inside a function body. */
-  attrRef(name: string): Value {
-    if (this.kind !== 'function') fail('TF_ERR_GRAPH', `attribute reference "${name}" outside a function`);
-    const out = this.fresh(name);
-    this.nodes.push({
-      op: 'Constant',
-      domain: '',
-      inputs: [],
-      outputs: [out],
-      attrs: { value_float: { type: 'ref', refType: 'float', value: name } },
-      name: `Constant_${this.nodes.length}`,
-    });
-    return this.record({ name: out, dtype: 'float32', shape: [] });
-  }
-
-  /** Emits one node calling a local function; the body is re-traced to check the call. */
-  call(fn: LocalFunction, inputs: readonly Value[], attrs: Record<string, number>): Value[] {
-    const where = `${fn.domain}::${fn.name}`;
-    if (inputs.length !== fn.inputs.length) {
-      fail('TF_ERR_GRAPH', `${where}: expected ${fn.inputs.length} inputs, got ${inputs.length}`);
-    }
-    inputs.forEach((v, i) => {
-      const formal = fn.inputs[i]!;
-      if (v.dtype !== formal.dtype || v.shape.length !== formal.shape.length) {
-        fail(
-          'TF_ERR_GRAPH',
-          `${where}: input ${formal.name} must be ${formal.dtype} of rank ${formal.shape.length}, ` +
-            `got ${v.dtype} ${shapeToString(v.shape)}`,
-        );
-      }
-    });
-    for (const a of fn.attributes) {
-      if (attrs[a] === undefined) fail('TF_ERR_GRAPH', `${where}: attribute ${a} is required`);
-    }
-    const trace = new GraphBuilder('function');
-    const traced = fn.body(
-      trace,
-      inputs.map((v) => trace.input(v.name, v.dtype, v.shape)),
-      (a) => trace.attrRef(a),
-    );
-    const existing = this.functions.get(where);
-    if (existing && existing !== fn) fail('TF_ERR_GRAPH', `two different functions named ${where}`);
-    this.functions.set(where, fn);
-    const outs = traced.map((t) =>
-      this.record({ name: this.fresh(fn.name.toLowerCase()), dtype: t.dtype, shape: t.shape }),
-    );
-    const attrSpecs: Record<string, Attr> = {};
-    for (const [k, v] of Object.entries(attrs)) attrSpecs[k] = attr.float(v);
-    this.nodes.push({
-      op: fn.name,
-      domain: fn.domain,
-      inputs: inputs.map((v) => v.name),
-      outputs: outs.map((o) => o.name),
-      attrs: attrSpecs,
-      name: `${fn.name}_${this.nodes.length}`,
-    });
-    return outs;
-  }
-
-  /** Runs a function's body directly in this graph, with attributes as constants. */
-  inline(fn: LocalFunction, inputs: readonly Value[], attrs: Record<string, number>): Value[] {
-    return fn.body(this, inputs, (a) => {
-      const v = attrs[a];
-      if (v === undefined) fail('TF_ERR_GRAPH', `${fn.domain}::${fn.name}: attribute ${a} is required`);
-      return this.scalar(v);
-    });
   }
 
   /**
@@ -768,31 +379,4 @@ export class GraphBuilder {
     });
     return outs;
   }
-}
-
-/** Defines a model-local function by tracing `body` once over symbolic inputs. */
-export function defineFunction(spec: {
-  domain: string;
-  name: string;
-  inputs: readonly FunctionInput[];
-  attributes: readonly string[];
-  docString?: string;
-  body: (g: GraphBuilder, inputs: readonly Value[], attr: AttrReader) => Value[];
-}): LocalFunction {
-  const g = new GraphBuilder('function');
-  const formal = spec.inputs.map((i) => g.input(i.name, i.dtype, i.shape));
-  const outs = spec.body(g, formal, (a) => {
-    if (!spec.attributes.includes(a)) fail('TF_ERR_GRAPH', `${spec.name}: undeclared attribute ${a}`);
-    return g.attrRef(a);
-  });
-  return {
-    domain: spec.domain,
-    name: spec.name,
-    inputs: spec.inputs,
-    attributes: spec.attributes,
-    body: spec.body,
-    nodes: g.nodes,
-    outputNames: outs.map((o) => o.name),
-    docString: spec.docString ?? '',
-  };
 }

@@ -1,5 +1,6 @@
 import { fail } from '../util/errors.ts';
-import type { GraphBuilder, PrimitiveOp } from './builder.ts';
+import type { GraphBuilder } from './builder.ts';
+import type { PrimitiveOp } from './primitives.ts';
 import { normAxis } from './shapes.ts';
 import {
   type Attr,

@@ -20,7 +20,8 @@ import {
   type ValueInfoProto,
   ValueInfoProtoSchema,
 } from 'onnx-buf';
-import type { GraphBuilder, LocalFunction } from './builder.ts';
+import type { GraphBuilder } from './builder.ts';
+import type { LocalFunction } from './functions.ts';
 import { type Attr, DATA_TYPES, type NodeSpec, type TensorData, type Value } from './types.ts';
 
 /** Opset of the default ONNX domain: 18 has axes-as-input reductions and LayerNormalization. */

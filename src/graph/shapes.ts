@@ -1,10 +1,10 @@
 import { fail } from '../util/errors.ts';
-import { type Dim, type Shape, shapeToString } from './types.ts';
+import { type DataType, type Dim, type Shape, shapeToString, type Value } from './types.ts';
 
 /**
- * Build-time shape rules, so a wrong graph fails here with the op and shapes named instead of
- * inside onnxruntime. Symbols are compared by name: two different symbols are an error (name
- * equal run-time sizes with the same symbol).
+ * Build-time shape and dtype rules, so a wrong graph fails here with the op and shapes named
+ * instead of inside onnxruntime. Symbols are compared by name: two different symbols are an
+ * error (name equal run-time sizes with the same symbol).
  */
 
 function graphError(op: string, message: string): never {
@@ -171,4 +171,23 @@ export function unsqueezeShape(s: Shape, axes: readonly number[]): Dim[] {
   const out: Dim[] = [...s];
   for (const a of norm) out.splice(a, 0, 1);
   return out;
+}
+
+/** The float dtypes, the only ones the math ops (MatMul, Softmax, Exp, …) take. */
+export const FLOAT_TYPES: readonly DataType[] = ['float32', 'float64', 'float16'];
+
+/** The one dtype all of `vals` share, which must be among `allowed` when given. */
+export function sameDtype(op: string, vals: readonly Value[], allowed?: readonly DataType[]): DataType {
+  const t = vals[0]!.dtype;
+  for (const v of vals) {
+    if (v.dtype !== t) graphError(op, `dtype mismatch ${vals.map((x) => `${x.name}:${x.dtype}`).join(', ')}`);
+  }
+  if (allowed && !allowed.includes(t)) graphError(op, `dtype ${t} not supported`);
+  return t;
+}
+
+export function indexDtype(op: string, indices: Value): void {
+  if (indices.dtype !== 'int64' && indices.dtype !== 'int32') {
+    graphError(op, `indices must be int64 or int32, got ${indices.dtype}`);
+  }
 }

@@ -1,3 +1,6 @@
+/** The graph's value types (dtypes, shapes, values, tensors, attributes) and their constructors. */
+import { fail } from '../util/errors.ts';
+
 /** Element types the builder knows, with their ONNX TensorProto.DataType codes and sizes. */
 export const DATA_TYPES = {
   float32: { onnx: 1, bytes: 4 },
@@ -59,3 +62,23 @@ export function shapeToString(s: Shape): string {
 export function numel(shape: readonly number[]): number {
   return shape.reduce((a, b) => a * b, 1);
 }
+
+/** Tensor contents checked against the element count `shape` needs. */
+export function tensor(dtype: DataType, shape: readonly number[], data: ArrayBufferView): TensorData {
+  const expected = numel(shape);
+  const got = data.byteLength / DATA_TYPES[dtype].bytes;
+  if (got !== expected) {
+    fail(
+      'TF_ERR_GRAPH',
+      `tensor data holds ${got} ${dtype} elements but shape [${shape.join(', ')}] needs ${expected}`,
+    );
+  }
+  return { kind: 'tensor', dtype, shape, data };
+}
+
+export const attr = {
+  int: (value: number): Attr => ({ type: 'int', value }),
+  float: (value: number): Attr => ({ type: 'float', value }),
+  ints: (value: readonly number[]): Attr => ({ type: 'ints', value }),
+  string: (value: string): Attr => ({ type: 'string', value }),
+};

@@ -1,5 +1,6 @@
-import { defineFunction, type GraphBuilder, tensor } from '../graph/builder.ts';
-import type { Value } from '../graph/types.ts';
+import type { GraphBuilder } from '../graph/builder.ts';
+import { defineFunction } from '../graph/functions.ts';
+import { tensor, type Value } from '../graph/types.ts';
 import { headDim, rotaryDims, type TokenFormerConfig } from './config.ts';
 import {
   attnSite,

@@ -9,8 +9,9 @@ import {
   type QuantBits,
   quantizeRows,
 } from '../../src/export/quantize.ts';
-import { attr, GraphBuilder, tensor } from '../../src/graph/builder.ts';
+import { GraphBuilder } from '../../src/graph/builder.ts';
 import { serializeModel } from '../../src/graph/serialize.ts';
+import { attr, tensor } from '../../src/graph/types.ts';
 import { headDim } from '../../src/model/config.ts';
 import { OrtSession } from '../../src/runtime/ort.ts';
 import { maxAbsDiff, tinyConfig } from '../helpers.ts';

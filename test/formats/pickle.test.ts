@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
+import { type UnpickleOptions, unpickle } from '../../src/formats/pickle.ts';
 import {
   type PickleValue,
   PyDict,
@@ -8,9 +9,7 @@ import {
   PyObject,
   PyTuple,
   pyTypeName,
-  type UnpickleOptions,
-  unpickle,
-} from '../../src/formats/pickle.ts';
+} from '../../src/formats/pickle-values.ts';
 import { ZipReader } from '../../src/formats/zip.ts';
 import { TokenFormerError } from '../../src/util/errors.ts';
 import { FIXTURES } from '../helpers.ts';

@@ -2,8 +2,10 @@ import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import test from 'node:test';
-import { defineFunction, GraphBuilder, tensor } from '../../src/graph/builder.ts';
+import { GraphBuilder } from '../../src/graph/builder.ts';
+import { defineFunction } from '../../src/graph/functions.ts';
 import { serializeModel } from '../../src/graph/serialize.ts';
+import { tensor } from '../../src/graph/types.ts';
 import { OrtSession } from '../../src/runtime/ort.ts';
 import { tempDir } from '../helpers.ts';
 

@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
 import test from 'node:test';
 import { gradients } from '../../src/graph/autodiff.ts';
-import { GraphBuilder, tensor } from '../../src/graph/builder.ts';
+import { GraphBuilder } from '../../src/graph/builder.ts';
 import { crossEntropy, globalNorm } from '../../src/graph/composites.ts';
 import { serializeModel } from '../../src/graph/serialize.ts';
-import type { Value } from '../../src/graph/types.ts';
+import { tensor, type Value } from '../../src/graph/types.ts';
 import { paramSpecs } from '../../src/model/params.ts';
 import { type Ctx, causalAttend, PATTENTION, tokenformer } from '../../src/model/tokenformer.ts';
 import { OrtSession } from '../../src/runtime/ort.ts';
