@@ -53,6 +53,7 @@ const FLAGS = {
   'accuracy-level': {
     kind: 'int',
     min: 0,
+    max: 4,
     arg: 'N',
     help: 'MatMulNBits accuracy_level: 4 = int8 activations (fastest here), 1 = float32 math',
     default: '4',

@@ -4,8 +4,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { cudaProblem, cudaReadiness, libraryPathWith } from '../src/runtime/cuda.ts';
 import { writeJsonAtomic } from '../src/util/atomic.ts';
-import { parseFlags, progress, runMain } from '../src/util/cli.ts';
-import { fail } from '../src/util/errors.ts';
+import { type FlagSpec, helpText, parseCommandLine, progress, runMain } from '../src/util/cli.ts';
 import { decode, deviceOutputs, parity, placement, prefill } from './gpu-check/engine.ts';
 import { hostInfo, loadedCudaLibraries } from './gpu-check/host.ts';
 import { type BuiltModels, buildFixture, buildRandomModel, FULL, QUICK } from './gpu-check/models.ts';
@@ -17,6 +16,38 @@ const USAGE =
   'npm run gpu:check -- [--json] [--device cuda|cpu] [--quick] [--anchor DIR] [--fixture DIR] ' +
   '[--python PATH] [--budget-s N] [--out FILE] [--skip-torch]';
 
+const INTRO = `Checks and measures the engine on a GPU: parity against CPU float32, provider placement, prefill,
+decode, the served process, training and PyTorch eager on the same device, each part within its own
+time limit inside --budget-s. Prints a summary, or one JSON report with --json.`;
+
+const FLAGS = {
+  json: { kind: 'boolean', help: 'print the report as JSON instead of a summary' },
+  device: { kind: 'string', choices: ['cuda', 'cpu'], help: 'where the parts run', default: 'cuda' },
+  quick: { kind: 'boolean', help: 'tiny shapes, so the command runs anywhere' },
+  anchor: {
+    kind: 'string',
+    arg: 'DIR',
+    help: 'the PyTorch reference for the torch parts',
+    default: "the project's ../shared/oracle",
+  },
+  fixture: {
+    kind: 'string',
+    arg: 'DIR',
+    help: 'the official-tiny fixture for parity',
+    default: 'fixtures/official-tiny, else ../shared/fixtures/official-tiny',
+  },
+  python: { kind: 'string', arg: 'PATH', help: 'the python with torch', default: 'python3' },
+  'budget-s': {
+    kind: 'number',
+    above: 0,
+    arg: 'N',
+    help: 'seconds for the whole run (up to 150 of them kept for the PyTorch parts)',
+    default: '480',
+  },
+  out: { kind: 'string', arg: 'FILE', help: 'also write the JSON report here' },
+  'skip-torch': { kind: 'boolean', help: 'skip the PyTorch parts' },
+} as const satisfies Record<string, FlagSpec>;
+
 const ROOT = resolve(import.meta.dirname, '..');
 const CHILD = 'TOKENFORMER_GPU_CHECK_CHILD';
 
@@ -27,24 +58,11 @@ type Section = Record<string, unknown> & {
 };
 
 runMain(async () => {
-  const flags = parseFlags(USAGE, {
-    json: { type: 'boolean', default: false },
-    device: { type: 'string', default: 'cuda' },
-    quick: { type: 'boolean', default: false },
-    anchor: { type: 'string' },
-    fixture: { type: 'string' },
-    python: { type: 'string', default: 'python3' },
-    'budget-s': { type: 'string', default: '480' },
-    out: { type: 'string' },
-    'skip-torch': { type: 'boolean', default: false },
-  });
-  if (flags.help) return void console.log(USAGE);
-  const device = flags.device;
-  if (device !== 'cuda' && device !== 'cpu')
-    fail('TF_ERR_BAD_ARGS', `--device must be cuda or cpu, got ${device}\nusage: ${USAGE}`);
-  const budget = Number(flags['budget-s']);
-  if (!(budget > 0))
-    fail('TF_ERR_BAD_ARGS', `--budget-s must be a positive number, got ${flags['budget-s']}`);
+  const flags = parseCommandLine(USAGE, FLAGS);
+  if (flags.help) return void console.log(helpText(USAGE, INTRO, FLAGS));
+  const device = flags.device ?? 'cuda';
+  const budget = flags['budget-s'] ?? 480;
+  const python = flags.python ?? 'python3';
 
   // The loader reads LD_LIBRARY_PATH once: with CUDA libraries from pip wheels, start again with them on it.
   if (device === 'cuda' && !process.env[CHILD]) {
@@ -115,7 +133,7 @@ runMain(async () => {
     missing_provider_files: readiness.missingProviderFiles,
     libraries: readiness.libraries,
   };
-  const torch = flags['skip-torch'] ? undefined : torchInfo(flags.python);
+  const torch = flags['skip-torch'] ? undefined : torchInfo(python);
   const torchMissing = flags['skip-torch']
     ? '--skip-torch'
     : torch!.error
@@ -224,21 +242,20 @@ runMain(async () => {
       t[`decode_batch1_and_${b}`] = await part(
         `torch decode batch 1 + ${b}`,
         70,
-        async (deadline) =>
-          torchDecode(flags.python, anchor, shapes, device, b, (deadline - Date.now()) / 1000),
+        async (deadline) => torchDecode(python, anchor, shapes, device, b, (deadline - Date.now()) / 1000),
         torchMissing,
       );
     }
     t.prefill = await part(
       'torch prefill',
       45,
-      async (deadline) => torchPrefill(flags.python, anchor, shapes, device, (deadline - Date.now()) / 1000),
+      async (deadline) => torchPrefill(python, anchor, shapes, device, (deadline - Date.now()) / 1000),
       torchMissing,
     );
     t.train = await part(
       'torch training',
       70,
-      async (deadline) => torchTrain(flags.python, anchor, shapes, device, (deadline - Date.now()) / 1000),
+      async (deadline) => torchTrain(python, anchor, shapes, device, (deadline - Date.now()) / 1000),
       torchMissing,
     );
     report.torch = t;

@@ -11,7 +11,8 @@ import { type FlagSpec, helpText, parseCommandLine, requireFlag, runMain } from 
 const USAGE = `npm run pipeline -- --out DIR [--quick] [--data PATH]… [--base-steps N] [--grow-steps N]
     [--layers N --hidden N --heads N --qkv-tokens N --proj-tokens N --ffn-tokens N --vocab-size N]
     [--grown-qkv-tokens N --grown-proj-tokens N --grown-ffn-tokens N] [--batch-size N] [--seq-len N]
-    [--lr X] [--seed N] [--eval-interval N] [--threads N] [--no-scratch] [--ship] [--models-dir DIR]`;
+    [--lr X] [--seed N] [--eval-interval N] [--threads N] [--no-scratch] [--ship] [--models-dir DIR]
+    [--cache-dir DIR]`;
 
 const INTRO = `Trains a base model, grows it, trains on, evaluates both and writes report.md to --out.
 Model and run flags default to the full run's values, or the --quick run's.`;

@@ -1,13 +1,27 @@
 import { cudaProblem, cudaReadiness, libraryPathWith } from '../src/runtime/cuda.ts';
-import { parseFlags, progress, runMain } from '../src/util/cli.ts';
+import { type FlagSpec, helpText, parseCommandLine, progress, runMain } from '../src/util/cli.ts';
 import { installCudaProvider } from './cuda/install.ts';
 import { CUDA_PROVIDER_PACKAGE as PKG } from './cuda/provider-package.ts';
 
 const USAGE = 'npm run setup:cuda [-- --cache-dir DIR] [--tarball PATH]';
 
+const INTRO = `Linux x64: fetches the CUDA execution provider for the pinned onnxruntime-node from npm, checks
+its integrity and each file's SHA-256, installs it next to onnxruntime's own binaries, then
+reports which CUDA libraries the loader finds.`;
+
+const FLAGS = {
+  'cache-dir': {
+    kind: 'string',
+    arg: 'DIR',
+    help: 'where the provider package is fetched to',
+    default: '.cache/cuda-provider',
+  },
+  tarball: { kind: 'string', arg: 'PATH', help: 'install from this copy of the package instead of fetching' },
+} as const satisfies Record<string, FlagSpec>;
+
 runMain(async () => {
-  const flags = parseFlags(USAGE, { 'cache-dir': { type: 'string' }, tarball: { type: 'string' } });
-  if (flags.help) return void console.log(USAGE);
+  const flags = parseCommandLine(USAGE, FLAGS);
+  if (flags.help) return void console.log(helpText(USAGE, INTRO, FLAGS));
   const log = progress('setup:cuda');
   const r = installCudaProvider({
     cacheDir: flags['cache-dir'] ?? '.cache/cuda-provider',

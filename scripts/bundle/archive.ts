@@ -84,8 +84,6 @@ export function splitArchive(
   mib: number,
   log: (m: string) => void,
 ): { parts: string[]; join: string } {
-  if (!Number.isInteger(mib) || mib < 1)
-    fail('TF_ERR_BAD_ARGS', `--split-mib must be a positive integer, got ${mib}`);
   const dir = join(archive, '..');
   const name = basename(archive);
   const whole = sha256(archive);

@@ -8,7 +8,7 @@ import { fail, TokenFormerError } from './errors.ts';
 
 type Options = NonNullable<ParseArgsConfig['options']>;
 
-export function parseFlags<T extends Options>(usage: string, options: T, argv = process.argv.slice(2)) {
+function parseFlags<T extends Options>(usage: string, options: T, argv = process.argv.slice(2)) {
   try {
     return parseArgs({
       args: argv,

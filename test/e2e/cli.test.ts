@@ -52,3 +52,27 @@ test('bad arguments and bad inputs: a one-line error, no stack trace, non-zero e
   assert.equal(badExt.code, 2);
   assert.match(badExt.stderr, /--external-data must be auto, always or never, got sometimes/);
 });
+
+test('numeric and enum flags are checked by the command line table: one line naming flag and value, exit 2', () => {
+  // As real processes: the check happens before any work (no archive, no GPU probe, no checkpoint read).
+  const cases: [string, string[], string][] = [
+    ['bundle', ['--out', 'never-written', '--split-mib', '0'], '--split-mib must be an integer ≥ 1, got 0'],
+    ['bundle', ['--out', 'never-written', '--format', 'zip'], '--format must be gz or xz, got zip'],
+    ['gpu-check', ['--budget-s', 'soon'], '--budget-s must be a number > 0, got soon'],
+    ['gpu-check', ['--device', 'tpu'], '--device must be cuda or cpu, got tpu'],
+    [
+      'export',
+      ['--checkpoint', 'x', '--out', 'y', '--quantize', 'int8', '--accuracy-level', '5'],
+      '--accuracy-level must be an integer ≥ 0 and ≤ 4, got 5',
+    ],
+  ];
+  for (const [script, args, message] of cases) {
+    const r = spawnSync(process.execPath, ['--import', 'tsx', `scripts/${script}.ts`, ...args], {
+      cwd: ROOT,
+      encoding: 'utf8',
+    });
+    assert.equal(r.status, 2, `${script} ${args.join(' ')}: ${r.stderr}`);
+    assert.equal(r.stderr, `error: ${message}\n`);
+  }
+  assert.ok(!existsSync(join(ROOT, 'never-written')));
+});

@@ -109,7 +109,6 @@ test('--quantize flags: defaults, and one-line errors', () => {
     accuracyLevel: 4,
   });
   assert.deepEqual(parseQuantization('int8', 64, 1), { bits: 8, blockSize: 64, accuracyLevel: 1 });
-  assert.throws(() => parseQuantization('int3', undefined, undefined), /int8 or int4/);
   assert.throws(() => parseQuantization('int8', 24, undefined), /power of two/);
   assert.throws(() => parseQuantization(undefined, 32, undefined), /need --quantize/);
 });
