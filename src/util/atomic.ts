@@ -23,8 +23,31 @@ import { fail } from './errors.ts';
 /** Largest chunk handed to one write(2); Linux writes at most ~2 GiB per call. */
 const MAX_IO_CHUNK = 1 << 30;
 
+/**
+ * When process `pid` started, in clock ticks since boot (/proc/PID/stat field 22); undefined
+ * where there is no /proc or the process is gone.
+ */
+function startTicks(pid: number): string | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // Fields after the command name, which may itself hold spaces and parentheses.
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Who writes a temporary sibling: the pid, and where /proc has it the pid's start time, because
+ * pids are reused (pid_max is often 32768, and threads draw from the same numbers) — a live
+ * process with a dead writer's pid must not keep its leftovers forever.
+ */
+const WRITER = ((start) => (start === undefined ? `${process.pid}` : `${process.pid}s${start}`))(
+  startTicks(process.pid),
+);
+
 function tempSuffix(kind: string): string {
-  return `.${kind}-${process.pid}-${randomBytes(6).toString('hex')}`;
+  return `.${kind}-${WRITER}-${randomBytes(6).toString('hex')}`;
 }
 
 /** Writes all of `data` to `fd` at the current position, looping over short writes. */
@@ -86,15 +109,19 @@ export function writeJsonAtomic(path: string, value: unknown): void {
   writeFileAtomic(path, `${text}\n`);
 }
 
-/** Whether process `pid` still runs (EPERM: it does, under another user). */
-function alive(pid: number): boolean {
-  if (pid === process.pid) return true;
+/**
+ * Whether the writer `pid` (started at `start` ticks, when its name recorded it) still runs
+ * (EPERM: a process of another user). A process with that pid but another start time is not it.
+ */
+function alive(pid: number, start: string | undefined): boolean {
   try {
     process.kill(pid, 0);
-    return true;
   } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
+    if ((err as NodeJS.ErrnoException).code !== 'EPERM') return false;
   }
+  if (start === undefined) return true;
+  const now = startTicks(pid);
+  return now === undefined || now === start;
 }
 
 /**
@@ -113,12 +140,12 @@ export function recoverReplacedDir(finalDir: string): void {
   const prefix = `${basename(target)}.`;
   const stale = readdirSync(parent)
     .map((name) => {
-      const m = /^(tmp|old)-(\d+)-[0-9a-f]{12}$/.exec(
+      const m = /^(tmp|old)-(\d+)(?:s(\d+))?-[0-9a-f]{12}$/.exec(
         name.startsWith(prefix) ? name.slice(prefix.length) : '',
       );
-      return m ? { path: join(parent, name), kind: m[1]!, pid: Number(m[2]) } : null;
+      return m && !alive(Number(m[2]), m[3]) ? { path: join(parent, name), kind: m[1]! } : null;
     })
-    .filter((e): e is { path: string; kind: string; pid: number } => e !== null && !alive(e.pid));
+    .filter((e): e is { path: string; kind: string } => e !== null);
   if (!existsSync(target)) {
     const asides = stale.filter((e) => e.kind === 'old');
     // Normally one: the next replace recovers before it swaps. Of several, the newest was visible last.

@@ -233,7 +233,7 @@ const rename = fs.renameSync;
 let asides = 0;
 fs.renameSync = (from, to) => {
   rename(from, to);
-  if (/\\.old-\\d+-[0-9a-f]+$/.test(String(to)) && ++asides === 5) process.kill(process.pid, 'SIGKILL');
+  if (/\\.old-\\d+(s\\d+)?-[0-9a-f]+$/.test(String(to)) && ++asides === 5) process.kill(process.pid, 'SIGKILL');
 };
 syncBuiltinESMExports();
 const { runTraining } = await import(${src('src/train/run.ts')});
@@ -256,7 +256,7 @@ await runTraining({
   assert.equal(existsSync(out), false);
   assert.deepEqual(
     siblings(out)
-      .map((n) => n.replace(/-\d+-[0-9a-f]+$/, ''))
+      .map((n) => n.replace(/-\d+(s\d+)?-[0-9a-f]+$/, ''))
       .sort(),
     ['killed.old', 'killed.tmp'],
   );
@@ -292,4 +292,18 @@ test('recovery leaves the temporary directories of a live writer alone', async (
     `ckpt.old-${process.pid}-aaaaaaaaaaaa`,
     `ckpt.tmp-${process.pid}-bbbbbbbbbbbb`,
   ]);
+});
+
+test('a live process that reuses a dead writer’s pid does not keep its leftovers', (t) => {
+  const dir = tempDir(t);
+  const target = join(dir, 'ckpt');
+  mkdirSync(target);
+  // Names record the writer's start time (/proc/PID/stat field 22) beside its pid.
+  const stat = readFileSync('/proc/self/stat', 'utf8');
+  const started = stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
+  const mine = `ckpt.tmp-${process.pid}s${started}-aaaaaaaaaaaa`;
+  const reused = `ckpt.tmp-${process.pid}s${Number(started) - 1}-bbbbbbbbbbbb`;
+  for (const n of [mine, reused]) mkdirSync(join(dir, n));
+  recoverReplacedDir(target);
+  assert.deepEqual(siblings(target), [mine]);
 });
