@@ -91,6 +91,23 @@ function gone(child: ChildProcess): Promise<void> {
   });
 }
 
+/**
+ * Waits until every process of group `pgid` has exited: a SIGKILLed writer inside fsync lives on
+ * until the call returns, and its pid still counts as a live writer to the next run's recovery.
+ */
+async function groupGone(pgid: number): Promise<void> {
+  for (const deadline = Date.now() + 60_000; Date.now() < deadline; ) {
+    try {
+      process.kill(-pgid, 0);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ESRCH') return;
+      throw err;
+    }
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  assert.fail(`process group ${pgid} still runs 60 s after SIGKILL`);
+}
+
 /** Runs one training process under `plan`; 'finished' when it completed before the kill. */
 async function runUntilKilled(out: string, cache: string, resume: boolean, plan: Plan) {
   const child = spawn('npm', args(out, cache, resume ? ['--resume'] : []), {
@@ -136,7 +153,7 @@ async function runUntilKilled(out: string, cache: string, resume: boolean, plan:
   await gone(child);
   watcher.close();
   for (const t of timers) clearTimeout(t);
-  await new Promise((r) => setTimeout(r, 100)); // the grandchildren die with the group
+  if (killed) await groupGone(child.pid!);
   if (!killed) {
     assert.equal(child.exitCode, 0, stderr);
     return 'finished' as const;
