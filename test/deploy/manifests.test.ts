@@ -301,6 +301,19 @@ describe('Dockerfiles', () => {
     assert.doesNotMatch(r.stderr, /warn/i);
   });
 
+  test('every install script of the dependencies is reviewed in allowScripts; the nuget download is denied', () => {
+    const pkg = JSON.parse(read('package.json')) as { allowScripts?: Record<string, boolean> };
+    assert.equal(pkg.allowScripts?.['onnxruntime-node'], false);
+    const [major = 0, minor = 0] = spawnSync('npm', ['--version'], { encoding: 'utf8' })
+      .stdout.split('.')
+      .map(Number);
+    // npm reads allowScripts from 11.16 on; with an older npm only the declared policy is checked.
+    if (major < 11 || (major === 11 && minor < 16)) return;
+    const r = spawnSync('npm', ['install-scripts', 'ls', '--json'], { cwd: ROOT, encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    assert.deepEqual((JSON.parse(r.stdout) as { allowScripts: unknown[] }).allowScripts, []);
+  });
+
   test('.dockerignore follows Docker’s rules: allow-list, last match wins, parents match', () => {
     assert.ok(ignored('node_modules') && ignored('node_modules/onnxruntime-node/package.json'));
     assert.ok(ignored('.cache/exports/x') && ignored('test/e2e/server.test.ts') && ignored('.git'));
