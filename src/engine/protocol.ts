@@ -37,6 +37,8 @@ export interface DraftConfig {
  */
 export interface MovedSequence {
   kv?: KvSnapshot;
+  /** How many of the prompt's last tokens were generated (on the model before): they count as output for the penalties. */
+  generated?: number;
 }
 
 export type ToWorker =

@@ -188,7 +188,8 @@ export class ModelRegistry extends EventEmitter {
       signal?.addEventListener('abort', onAbort, { once: true });
       try {
         // After the first model, the stream was moved here: already admitted work.
-        const moved = model === first ? undefined : { ...(resume ? { kv: resume } : {}) };
+        const moved =
+          model === first ? undefined : { generated: generated.length, ...(resume ? { kv: resume } : {}) };
         const stream = model.engine.tokens([...prompt, ...generated], p, signal, moved);
         resume = undefined;
         handoff = {

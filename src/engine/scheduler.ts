@@ -48,6 +48,8 @@ interface Sequence {
   /** The sampled token not yet fed to the model. */
   pending?: number;
   generated: number;
+  /** Moved from another model: how many of the prompt's last tokens it generated there. */
+  carried: number;
   /** Moved from another model: the KV cache of all prompt tokens but the last, which is pending. */
   resume?: KvSnapshot;
 }
@@ -112,12 +114,15 @@ export class Scheduler {
         `This model's maximum context length is ${max} tokens. However, the prompt has ${prompt.length} tokens, which leaves no room for a completion (at least one token).`,
       );
     }
+    const carried = moved?.generated ?? 0;
+    if (!Number.isSafeInteger(carried) || carried < 0 || carried >= prompt.length)
+      fail('TF_ERR_BAD_ARGS', `${carried} generated tokens do not fit a ${prompt.length}-token prompt`);
     if (resume && resume.length !== prompt.length - 1)
       fail(
         'TF_ERR_BAD_ARGS',
         `a KV snapshot of ${resume.length} positions does not fit a ${prompt.length}-token prompt`,
       );
-    const sampler = new Sampler(params, prompt, this.model.vocabSize, this.opts.eosTokenId);
+    const sampler = new Sampler(params, prompt, this.model.vocabSize, this.opts.eosTokenId, carried);
     this.waiting.push({
       id,
       prompt,
@@ -128,6 +133,7 @@ export class Scheduler {
       arrived: performance.now(),
       prefilled: 0,
       generated: 0,
+      carried,
       ...(resume ? { resume } : {}),
     });
   }
@@ -234,7 +240,8 @@ export class Scheduler {
     if (!this.spec || (!s.sampler.isGreedy && s.params.seed !== undefined)) return;
     const id = this.spec.admit();
     if (id === undefined) return;
-    s.draft = { id, sampler: new Sampler(s.params, s.prompt, this.model.vocabSize, this.opts.eosTokenId) };
+    const sampler = new Sampler(s.params, s.prompt, this.model.vocabSize, this.opts.eosTokenId, s.carried);
+    s.draft = { id, sampler };
   }
 
   async step(): Promise<StepResult> {

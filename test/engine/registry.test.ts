@@ -29,7 +29,8 @@ after(async () => {
   for (const c of cleanups) c();
 });
 
-const greedy = (n: number) => validateSamplingParams({ temperature: 0, max_tokens: n, ignore_eos: true });
+const greedy = (n: number, penalties = {}) =>
+  validateSamplingParams({ temperature: 0, max_tokens: n, ignore_eos: true, ...penalties });
 
 /** Text, tokens and, per token, the name of the model that produced it. */
 async function collect(it: AsyncIterable<GenerationEvent>, onDelta?: (n: number) => void | Promise<void>) {
@@ -56,12 +57,12 @@ async function collect(it: AsyncIterable<GenerationEvent>, onDelta?: (n: number)
  * Swaps to `to` with a stream in flight: the stream starts once the new model is ready (before
  * traffic moves) and the switch happens after its `after`-th delta, so it surely migrates.
  */
-async function swapMidStream(prompt: number[], maxTokens: number, to: string, after: number) {
+async function swapMidStream(prompt: number[], maxTokens: number, to: string, after: number, penalties = {}) {
   let stream: ReturnType<typeof collect> | undefined;
   const result = await registry.swap(to, 'migrate', {
     beforeSwitch: () =>
       new Promise<void>((reached) => {
-        stream = collect(registry.generate(prompt, greedy(maxTokens)), (n) => {
+        stream = collect(registry.generate(prompt, greedy(maxTokens, penalties)), (n) => {
           if (n === after) reached();
         });
       }),
@@ -126,6 +127,22 @@ test('drain: open streams finish on the old model, new requests go to the new on
   assert.notEqual(registry.model.engine, oldEngine);
   await new Promise((r) => setTimeout(r, 200));
   assert.equal(oldEngine.openStreams, 0);
+});
+
+test('a migrated stream keeps its penalties: tokens generated before the move still count as output', async () => {
+  assert.equal(registry.model.name, 'a');
+  const penalties = { frequency_penalty: 1.5, presence_penalty: 0.5 };
+  const prompt = registry.model.engine.tokenizer.encode('Call me Ishmael.');
+  const reference = await collect(registry.generate(prompt, greedy(120, penalties)));
+  // Without the penalties the model says something else: the test can tell them apart.
+  const plain = await collect(registry.generate(prompt, greedy(120)));
+  assert.notDeepEqual(plain.tokens, reference.tokens);
+  // b computes a's function (zero keys, τ kept): a move must not change the continuation.
+  const { result, out } = await swapMidStream(prompt, 120, 'b', 30, penalties);
+  assert.equal(result.migrated, 1);
+  assert.ok(out.models.indexOf('b') >= 30, 'the move happened after 30 tokens');
+  assert.deepEqual(out.tokens, reference.tokens);
+  moves.splice(0);
 });
 
 test('a failed swap leaves the old model serving and says why; concurrent swaps are refused', async () => {

@@ -105,6 +105,8 @@ export class Sampler {
     readonly vocabSize: number,
     /** The end-of-text token, which min_tokens holds back. */
     eosTokenId: number | null = null,
+    /** How many of `promptTokens`' last tokens were generated (a stream moved from another model). */
+    generated = 0,
   ) {
     if (!Number.isSafeInteger(vocabSize) || vocabSize < 1) {
       fail('TF_ERR_BAD_ARGS', `vocabSize must be a positive integer, got ${vocabSize}`);
@@ -113,7 +115,10 @@ export class Sampler {
     for (const [t] of params.logit_bias) this.checkToken(t, 'logit_bias token');
     for (const t of params.stop_token_ids) this.checkToken(t, 'stop token');
     this.rng = new Rng(params.seed);
-    this.penalties = new Penalties(params, promptTokens);
+    // Tokens generated before a move stay output: presence and frequency penalties go on counting them.
+    const split = promptTokens.length - generated;
+    this.penalties = new Penalties(params, promptTokens.slice(0, split));
+    for (const t of promptTokens.slice(split)) this.penalties.accept(t);
     this.bias = new LogitBias(params, eosTokenId !== null && eosTokenId < vocabSize ? eosTokenId : null);
     // top_p 0 and min_p 1 keep only the most likely token, as OpenAI and vLLM read them.
     this.greedy =
