@@ -1,7 +1,7 @@
 import { evaluateServer } from '../src/train/server-eval.ts';
 import { type FlagSpec, helpText, parseCommandLine, requireFlag, runMain } from '../src/util/cli.ts';
 
-const USAGE = `npm run eval -- --url URL --model NAME [--data PATH]… [--seq-len N] [--val-fraction X]
+const USAGE = `npm run eval -- --url URL --model NAME [--data PATH]… [--encoding utf8|latin1] [--seq-len N] [--val-fraction X]
     [--windows-per-request N] [--concurrency N] [--json]   (API key: TOKENFORMER_API_KEY)`;
 
 const INTRO = `Perplexity of a running server's model over held-out text, scored through the
@@ -16,6 +16,12 @@ const FLAGS = {
     arg: 'PATH',
     help: 'text file(s) to score; repeatable',
     default: 'the bundled corpus',
+  },
+  encoding: {
+    kind: 'string',
+    choices: ['utf8', 'latin1'],
+    help: 'how the text files are decoded (as for training)',
+    default: 'utf8',
   },
   'seq-len': { kind: 'int', min: 1, help: 'tokens per scored window', default: '128' },
   'val-fraction': {
@@ -38,6 +44,7 @@ runMain(async () => {
     url: requireFlag(USAGE, flags, 'url'),
     model: requireFlag(USAGE, flags, 'model'),
     data: flags.data ?? [],
+    encoding: flags.encoding ?? 'utf8',
     // The shipped models were trained on 128-token windows; the trainer's default validation split.
     seqLen: flags['seq-len'] ?? 128,
     valFraction: flags['val-fraction'] ?? 0.05,

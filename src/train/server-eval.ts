@@ -1,5 +1,12 @@
 import { fail } from '../util/errors.ts';
-import { defaultCorpusFiles, expandPaths, joinDocuments, readDocuments, splitTokens } from './corpus.ts';
+import {
+  defaultCorpusFiles,
+  type Encoding,
+  expandPaths,
+  joinDocuments,
+  readDocuments,
+  splitTokens,
+} from './corpus.ts';
 
 /**
  * Perplexity of a served model, measured through the server's API on the windows the trainer's
@@ -15,6 +22,8 @@ export interface ServerEvalOptions {
   model: string;
   /** Files or folders; empty = the default corpus, as for training. */
   data: readonly string[];
+  /** How the files are decoded, as for training (default utf8). */
+  encoding?: Encoding;
   seqLen: number;
   valFraction: number;
   /** Windows per request (each is one choice; the server's per-request limit applies). */
@@ -71,8 +80,10 @@ async function post<T>(opts: ServerEvalOptions, path: string, body: object): Pro
 }
 
 export async function evaluateServer(opts: ServerEvalOptions): Promise<ServerEvalResult> {
-  // The trainer's reading: the same files (and the same ones skipped), as UTF-8.
-  const docs = readDocuments(opts.data.length ? expandPaths(opts.data).files : defaultCorpusFiles());
+  // The trainer's reading: the same files (and the same ones skipped), decoded the same way.
+  const docs = readDocuments(opts.data.length ? expandPaths(opts.data).files : defaultCorpusFiles(), {
+    encoding: opts.encoding ?? 'utf8',
+  });
   if (docs.length === 0) fail('TF_ERR_BAD_ARGS', 'the corpus has no documents');
   let eos: number | null = null;
   let context = 0;

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { after, before, test } from 'node:test';
@@ -103,4 +103,27 @@ test('npm run eval: a bad flag and an unreachable server are one-line errors', a
   const wrong = await runEval(['--url', server.url, '--model', 'nope', '--data', DATA[0]!]);
   assert.equal(wrong.code, 1);
   assert.match(wrong.stderr, /^error: .*404.*does not exist/);
+});
+
+test('npm run eval --encoding latin1 reads Latin-1 text, which UTF-8 refuses with the flag to use', async () => {
+  const file = join(dir, 'latin1.txt');
+  const text = readFileSync(DATA[0]!, 'utf8').replaceAll('the ', 'thé ');
+  writeFileSync(file, Buffer.from(text, 'latin1'));
+  const models = (await (await fetch(`${server.url}/v1/models`)).json()) as { data: { id: string }[] };
+  const args = [
+    '--url',
+    server.url,
+    '--model',
+    models.data[0]!.id,
+    '--data',
+    file,
+    '--seq-len',
+    String(SEQ_LEN),
+  ];
+  const refused = await runEval(args);
+  assert.equal(refused.code, 2);
+  assert.match(refused.stderr, /^error: .*latin1\.txt.*--encoding latin1/);
+  const r = await runEval([...args, '--encoding', 'latin1', '--json']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.ok((JSON.parse(r.stdout) as { windows: number }).windows > 0);
 });
