@@ -80,6 +80,7 @@ export class Engine extends EventEmitter {
   private readonly streams = new Map<number, Stream>();
   private readonly detaching = new Map<number, (snap: KvSnapshot | null) => void>();
   private readonly active = new Set<number>();
+  private scored = false;
   private readonly scoring = new Map<
     number,
     { resolve(t: GeneratedToken[]): void; reject(e: Error): void }
@@ -260,6 +261,11 @@ export class Engine extends EventEmitter {
     });
   }
 
+  /** Whether prompt scoring was asked for: the worker then holds the full-sequence graph too. */
+  get scorerOpened(): boolean {
+    return this.scored;
+  }
+
   /**
    * Scores a prompt in one full-sequence pass: for each token after the first, its logprob given
    * the tokens before it, its rank and the `top` likeliest alternatives (see Scorer).
@@ -267,6 +273,7 @@ export class Engine extends EventEmitter {
   score(prompt: readonly number[], top: number): Promise<GeneratedToken[]> {
     if (this.dead)
       throw new TokenFormerError('TF_ERR_RUNTIME', `the model worker is not running: ${this.dead.message}`);
+    this.scored = true;
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
       this.scoring.set(id, { resolve, reject });

@@ -29,25 +29,42 @@ export interface MemoryEstimate {
 const WORKER_OVERHEAD_BYTES = 128 * 1024 * 1024;
 const MIB = 1024 * 1024;
 
+/** A graph's file and its external data, in bytes (0 when the manifest lists no such graph). */
+function graphBytes(exportDir: string, graph: Manifest['graphs'][number] | undefined): number {
+  if (!graph) return 0;
+  let bytes = graph.bytes ?? statSync(join(exportDir, graph.file)).size;
+  if (graph.external_data)
+    bytes += graph.external_data_bytes ?? statSync(join(exportDir, graph.external_data)).size;
+  return bytes;
+}
+
 export function estimateModelMemory(
   exportDir: string,
   manifest: Manifest,
   maxSequences: number,
 ): MemoryEstimate {
   const decoder = manifest.graphs.find((g) => g.role === 'decoder') ?? manifest.graphs[0];
-  let graphBytes = 0;
-  if (decoder) {
-    graphBytes += decoder.bytes ?? statSync(join(exportDir, decoder.file)).size;
-    if (decoder.external_data)
-      graphBytes += decoder.external_data_bytes ?? statSync(join(exportDir, decoder.external_data)).size;
-  }
   const m = manifest.model;
   const bytesPerToken =
     2 * m.num_layers * m.num_heads * headDim(m) * (manifestDType(manifest) === 'float16' ? 2 : 4);
-  const weightsBytes = 2 * graphBytes;
+  const weightsBytes = 2 * graphBytes(exportDir, decoder);
   const kvBytes = maxSequences * m.max_seq_len * bytesPerToken;
   const overheadBytes = WORKER_OVERHEAD_BYTES;
   return { weightsBytes, kvBytes, overheadBytes, totalBytes: weightsBytes + kvBytes + overheadBytes };
+}
+
+/**
+ * Prompt scoring's session (the full-sequence graph, opened on the first scoring request in the
+ * model's worker): its weights, counted like the decoder's.
+ */
+export function estimateScorerMemory(exportDir: string, manifest: Manifest): MemoryEstimate {
+  const weightsBytes =
+    2 *
+    graphBytes(
+      exportDir,
+      manifest.graphs.find((g) => g.role === 'full'),
+    );
+  return { weightsBytes, kvBytes: 0, overheadBytes: 0, totalBytes: weightsBytes };
 }
 
 /** Two estimates together (a served model and its draft, which shares its worker). */

@@ -16,6 +16,7 @@ import {
   checkMemoryBudget,
   defaultMemoryBudget,
   estimateModelMemory,
+  estimateScorerMemory,
   type MemoryEstimate,
 } from './memory-budget.ts';
 import { resolveExport } from './model-dir.ts';
@@ -53,6 +54,8 @@ export interface LoadedModel {
   engine: Engine;
   loadedAt: string;
   memory: MemoryEstimate;
+  /** What prompt scoring adds once its session is open (see `inUse`). */
+  scorerMemory: MemoryEstimate;
   /** The draft model speculative decoding uses for it (src/engine/draft.ts), if any. */
   draft?: string;
 }
@@ -148,6 +151,11 @@ export function listModels(modelsRoot: string): { name: string; kind: 'checkpoin
     });
 }
 
+/** What a loaded model takes now: its estimate, plus prompt scoring's session once it opened. */
+export function memoryOf(m: LoadedModel): MemoryEstimate {
+  return m.engine.scorerOpened ? addMemory(m.memory, m.scorerMemory) : m.memory;
+}
+
 /**
  * Exports `dir` if it is a checkpoint (once, cached), checks the memory budget against the
  * models already loaded (`inUse`), picks its draft model (derived per load, so a swap or a
@@ -215,6 +223,7 @@ export async function loadModel(
     engine,
     loadedAt: new Date().toISOString(),
     memory,
+    scorerMemory: estimateScorerMemory(exportDir, m),
     ...(draft && engine.draft?.used ? { draft: draft.name } : {}),
   };
 }

@@ -10,6 +10,7 @@ import {
   type LoadedModel,
   listModels,
   loadModel,
+  memoryOf,
   type StoreOptions,
 } from './model-store.ts';
 import type { SamplingParams } from './sampling/params.ts';
@@ -116,7 +117,7 @@ export class ModelRegistry extends EventEmitter {
   }
 
   private memoryInUse(models: readonly LoadedModel[]) {
-    return models.map((m) => m.memory);
+    return models.map(memoryOf);
   }
 
   get model(): LoadedModel {

@@ -124,6 +124,28 @@ test('a swap that would exceed the memory budget is refused before loading; the 
   );
 });
 
+test('prompt scoring counts against the memory budget once its session is open', async () => {
+  const probe = await openRegistry();
+  const { memory, scorerMemory } = probe.model;
+  await probe.close();
+  assert.ok(scorerMemory.weightsBytes > 0, 'the full-sequence graph has weights');
+  // Room for two models, not for two models and a scoring session.
+  const budget = 2 * memory.totalBytes + Math.floor(scorerMemory.totalBytes / 2);
+  const fits = await openRegistry({ memoryBudgetBytes: budget });
+  await fits.swap('b', 'drain');
+  assert.equal(fits.model.name, 'b');
+  await fits.close();
+  const registry = await openRegistry({ memoryBudgetBytes: budget });
+  const prompt = registry.model.engine.tokenizer.encode('Call me Ishmael.');
+  assert.equal((await registry.model.engine.score(prompt, 0)).length, prompt.length - 1);
+  await assert.rejects(
+    registry.swap('b', 'drain'),
+    (err: Error & { code?: string }) => err.code === 'TF_ERR_NO_CAPACITY' && /"b"/.test(err.message),
+  );
+  assert.equal(registry.model.name, 'a');
+  await registry.close();
+});
+
 test('drain: streams still open at the drain timeout move to the new model, and the old one is released', async () => {
   const registry = await openRegistry({ drainTimeoutMs: 1 });
   const prompt = registry.model.engine.tokenizer.encode('The sea');
