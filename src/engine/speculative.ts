@@ -177,8 +177,8 @@ export class AdaptiveK {
     if (this.fixed !== undefined) return this.fixed;
     if (batch > this.maxBatch || this.maxDraft < 1) return 0;
     this.steps++;
-    // Plain steps first and now and then: the reference time, current as batch sizes change.
-    if (this.plainMs === undefined || this.steps % REMEASURE_EVERY === 0) return 0;
+    // Plain steps first: the reference time.
+    if (this.plainMs === undefined) return 0;
     if (this.draftMs === undefined) return this.k;
     let best = 0;
     let bestGain = 1; // plain decoding: one token per plainMs
@@ -192,6 +192,9 @@ export class AdaptiveK {
     }
     // Not paying now: probe now and then, since acceptance depends on the text.
     if (best === 0) return this.steps % PROBE_EVERY === 0 ? Math.min(PROBE_K, this.maxDraft) : 0;
+    // While speculating, a plain step now and then keeps the reference time current (batch
+    // sizes change); checked after the probe, whose period is a multiple of this one.
+    if (this.steps % REMEASURE_EVERY === 0) return 0;
     this.k = best;
     return best;
   }
