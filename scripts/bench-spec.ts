@@ -17,7 +17,7 @@ import { startSoakServer } from './soak/server.ts';
  */
 
 const USAGE =
-  'npm run bench:spec -- [--out DIR] [--max-tokens N] [--rounds N] [--threads N] [--device cpu|cuda|auto] [--json]';
+  'npm run bench:spec -- [--out DIR] [--max-tokens N] [--rounds N] [--warmup-rounds N] [--threads N] [--device cpu|cuda|auto] [--json]';
 const ROOT = resolve(import.meta.dirname, '..');
 const PROMPTS = [
   'Call me Ishmael. Some years ago',
@@ -87,7 +87,13 @@ const FLAGS = {
     default: '.cache/bench-spec',
   },
   'max-tokens': { kind: 'int', min: 1, help: 'tokens generated per request', default: '128' },
-  rounds: { kind: 'int', min: 1, help: 'requests per configuration', default: '2' },
+  rounds: { kind: 'int', min: 1, help: 'measured passes over the prompts per configuration', default: '2' },
+  'warmup-rounds': {
+    kind: 'int',
+    min: 0,
+    help: "untimed passes first, so the figures are a running server's (the draft's k settled, every shape planned)",
+    default: '1',
+  },
   threads: { kind: 'int', min: 1, help: "server's --threads", default: '1' },
   device: { kind: 'string', arg: 'DEVICE', help: "server's --device", default: 'cpu' },
   json: { kind: 'boolean', help: 'print the rows as JSON' },
@@ -98,6 +104,7 @@ runMain(async () => {
   if (flags.help) return void console.log(helpText(USAGE, INTRO, FLAGS));
   const maxTokens = flags['max-tokens'] ?? 128;
   const rounds = flags.rounds ?? 2;
+  const warmupRounds = flags['warmup-rounds'] ?? 1;
   const threads = flags.threads ?? 1;
   const device = flags.device ?? 'cpu';
   const out = resolve(flags.out ?? join(ROOT, '.cache', 'bench-spec'));
@@ -146,6 +153,10 @@ runMain(async () => {
       await spec.warm();
       await plain.warm();
       for (const temperature of temps) {
+        for (let r = 0; r < warmupRounds; r++)
+          for (const prompt of PROMPTS)
+            for (const server of [spec, plain])
+              await complete(server.url, { prompt, max_tokens: maxTokens, temperature, ignore_eos: true });
         const m0 = await spec.metrics();
         const time = { spec: 0, plain: 0 };
         const toks = { spec: 0, plain: 0 };
@@ -204,6 +215,7 @@ runMain(async () => {
       threads,
       max_tokens: maxTokens,
       rounds,
+      warmup_rounds: warmupRounds,
       prompts: PROMPTS.length,
       batch: 1,
       loadavg,
