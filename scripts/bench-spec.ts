@@ -70,6 +70,11 @@ interface Row {
   tokens_per_s_with_draft: number;
   tokens_per_s_without: number;
   speedup: number;
+  /**
+   * A second server without a draft against the first (tokens/s): how far two identical servers
+   * differ here, the floor under which a speed-up means nothing.
+   */
+  control_ratio: number;
   acceptance: number;
   drafted: number;
   accepted: number;
@@ -146,30 +151,34 @@ runMain(async () => {
         threads,
         extraArgs: ['--draft-model', draft],
       });
-    log(`${target}: starting a server with its parent as draft and one without`);
-    const spec = await start('auto');
-    const plain = await start('none');
+    log(`${target}: starting a server with its parent as draft and two without`);
+    const servers = {
+      spec: await start('auto'),
+      plain: await start('none'),
+      control: await start('none'),
+    };
+    const { spec } = servers;
+    const kinds = ['spec', 'plain', 'control'] as const;
     try {
-      await spec.warm();
-      await plain.warm();
+      for (const s of Object.values(servers)) await s.warm();
       for (const temperature of temps) {
         for (let r = 0; r < warmupRounds; r++)
           for (const prompt of PROMPTS)
-            for (const server of [spec, plain])
+            for (const server of Object.values(servers))
               await complete(server.url, { prompt, max_tokens: maxTokens, temperature, ignore_eos: true });
         const m0 = await spec.metrics();
-        const time = { spec: 0, plain: 0 };
-        const toks = { spec: 0, plain: 0 };
+        const time = { spec: 0, plain: 0, control: 0 };
+        const toks = { spec: 0, plain: 0, control: 0 };
         let same = 0;
         let n = 0;
         for (let r = 0; r < rounds; r++) {
           for (const [i, prompt] of PROMPTS.entries()) {
             const body = { prompt, max_tokens: maxTokens, temperature, ignore_eos: true };
-            // Alternate which server goes first, so drift in the machine's load hits both.
-            const order = (r + i) % 2 === 0 ? (['spec', 'plain'] as const) : (['plain', 'spec'] as const);
-            const got: Partial<Record<'spec' | 'plain', Timed>> = {};
+            // Rotate which server goes first, so drift in the machine's load hits all three.
+            const order = kinds.map((_, j) => kinds[(r + i + j) % kinds.length]!);
+            const got: Partial<Record<(typeof kinds)[number], Timed>> = {};
             for (const which of order) {
-              got[which] = await complete((which === 'spec' ? spec : plain).url, body);
+              got[which] = await complete(servers[which].url, body);
               time[which] += got[which].ms;
               toks[which] += got[which].tokens;
             }
@@ -183,6 +192,7 @@ runMain(async () => {
         const accepted = delta('tokenformer_spec_accepted_tokens_total');
         const withDraft = (1000 * toks.spec) / time.spec;
         const without = (1000 * toks.plain) / time.plain;
+        const control = (1000 * toks.control) / time.control;
         const row: Row = {
           target,
           draft: 'default',
@@ -191,6 +201,7 @@ runMain(async () => {
           tokens_per_s_with_draft: withDraft,
           tokens_per_s_without: without,
           speedup: withDraft / without,
+          control_ratio: control / without,
           acceptance: drafted > 0 ? accepted / drafted : 0,
           drafted,
           accepted,
@@ -199,13 +210,13 @@ runMain(async () => {
         rows.push(row);
         log(
           `${target} T=${temperature}: ${withDraft.toFixed(1)} vs ${without.toFixed(1)} tokens/s ` +
-            `(×${row.speedup.toFixed(2)}), acceptance ${(100 * row.acceptance).toFixed(1)}% ` +
+            `(×${row.speedup.toFixed(2)}; two servers without: ×${row.control_ratio.toFixed(2)}), ` +
+            `acceptance ${(100 * row.acceptance).toFixed(1)}% ` +
             `(${accepted}/${drafted}), identical texts ${row.identical_texts}`,
         );
       }
     } finally {
-      await spec.stop();
-      await plain.stop();
+      for (const s of Object.values(servers)) await s.stop();
     }
   }
   const loadavg = readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
@@ -226,13 +237,14 @@ runMain(async () => {
   if (flags.json) console.log(JSON.stringify(report));
   else {
     console.log(
-      '| target | draft | T | tokens/s with draft | without | speed-up | acceptance | identical greedy texts |',
+      '| target | draft | T | tokens/s with draft | without | speed-up | control | acceptance | identical greedy texts |',
     );
-    console.log('|---|---|---|---|---|---|---|---|');
+    console.log('|---|---|---|---|---|---|---|---|---|');
     for (const r of rows) {
       console.log(
         `| ${r.target} | ${r.draft} | ${r.temperature} | ${r.tokens_per_s_with_draft.toFixed(1)} | ` +
-          `${r.tokens_per_s_without.toFixed(1)} | ×${r.speedup.toFixed(2)} | ${(100 * r.acceptance).toFixed(1)}% | ` +
+          `${r.tokens_per_s_without.toFixed(1)} | ×${r.speedup.toFixed(2)} | ×${r.control_ratio.toFixed(2)} | ` +
+          `${(100 * r.acceptance).toFixed(1)}% | ` +
           `${r.identical_texts} |`,
       );
     }

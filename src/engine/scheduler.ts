@@ -273,8 +273,10 @@ export class Scheduler {
       if (s.status !== 'prefilling') continue;
       const chunk = s.prompt.slice(s.prefilled, s.prefilled + budget);
       const logits = await this.model.prefill(s.runnerId!, chunk, chunk.length);
-      // The draft follows chunk by chunk (one far behind is caught up in one go when it drafts).
-      if (s.draft && this.active.has(s.id)) await this.spec!.draft.prefill(s.draft.id, chunk, chunk.length);
+      // The draft follows chunk by chunk while it is in use (one far behind, e.g. while drafting
+      // does not pay, is caught up in one go when it drafts).
+      if (s.draft && this.spec!.adaptive.drafting && this.active.has(s.id))
+        await this.spec!.draft.prefill(s.draft.id, chunk, chunk.length);
       s.prefilled += chunk.length;
       budget -= chunk.length;
       if (s.prefilled === s.prompt.length) {

@@ -77,12 +77,14 @@ export interface SpeculatorOptions {
 export const DEFAULT_MAX_DRAFT = 8;
 export const DEFAULT_SPEC_MAX_BATCH = 4;
 /**
- * While speculation does not pay, one step in this many speculates (with PROBE_K drafts) to
- * re-measure it. Rare and short: a probe first catches the draft up on every token since the
- * last one (a prefill), so frequent probes cost more than they could find (measured: one in 32
- * took a fifth off models/default-grown's plain speed).
+ * While speculation does not pay, a step now and then speculates (with PROBE_K drafts) to
+ * re-measure it: first after PROBE_EVERY steps, then, while probes keep finding that it does not
+ * pay, twice as long each time up to MAX_PROBE_EVERY. Rare and short: a probe first catches the
+ * draft up on every token since the last one (a prefill), so frequent probes cost more than they
+ * could find (measured: one in 32 took a fifth off models/default-grown's plain speed).
  */
 const PROBE_EVERY = 128;
+const MAX_PROBE_EVERY = 4096;
 const PROBE_K = 2;
 /** While speculating, one step in this many decodes plainly to re-measure the reference. */
 const REMEASURE_EVERY = 64;
@@ -155,6 +157,11 @@ export class AdaptiveK {
   private plainMs: number | undefined;
   private extraMs = 0;
   private steps = 0;
+  /** Steps between probes now, and the step of the last decision to speculate. */
+  private probeEvery = PROBE_EVERY;
+  private lastSpec = 0;
+  /** Whether the last choice found a k that pays (false: probing only). */
+  private paying = true;
   private specSeen = 0;
   private plainSeen = 0;
   private k: number;
@@ -190,10 +197,22 @@ export class AdaptiveK {
         bestGain = gain;
       }
     }
-    // Not paying now: probe now and then, since acceptance depends on the text.
-    if (best === 0) return this.steps % PROBE_EVERY === 0 ? Math.min(PROBE_K, this.maxDraft) : 0;
+    // Not paying now: probe now and then, since acceptance depends on the text; less often while
+    // the probes keep saying no.
+    if (best === 0) {
+      // The first probe after speculation stopped paying comes after PROBE_EVERY steps.
+      if (this.paying) this.probeEvery = PROBE_EVERY;
+      this.paying = false;
+      if (this.steps - this.lastSpec < this.probeEvery) return 0;
+      this.lastSpec = this.steps;
+      const k = Math.min(PROBE_K, this.maxDraft);
+      this.probeEvery = Math.min(2 * this.probeEvery, MAX_PROBE_EVERY);
+      return k;
+    }
+    this.paying = true;
+    this.lastSpec = this.steps;
     // While speculating, a plain step now and then keeps the reference time current (batch
-    // sizes change); checked after the probe, whose period is a multiple of this one.
+    // sizes change); when it does not pay, every step but the probes is plain anyway.
     if (this.steps % REMEASURE_EVERY === 0) return 0;
     this.k = best;
     return best;
@@ -221,6 +240,14 @@ export class AdaptiveK {
 
   get state(): { k: number; acceptance: number } {
     return { k: this.k, acceptance: this.acceptance };
+  }
+
+  /**
+   * Whether the draft is in use: drafting, or not yet measured. While it is not, the draft need
+   * not follow prompts as they are prefilled; a probe catches it up.
+   */
+  get drafting(): boolean {
+    return this.fixed !== undefined || this.draftMs === undefined || this.paying;
   }
 }
 

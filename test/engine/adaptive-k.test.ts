@@ -44,6 +44,19 @@ test('AdaptiveK: when speculation does not pay it decodes plainly, and still pro
   );
 });
 
+test('AdaptiveK: probes that keep finding no gain come less and less often', () => {
+  const a = measured(3, 3, 0.5);
+  const at = choices(a, 8192).flatMap((k, step) => (k > 0 ? [step] : []));
+  assert.ok(at.length >= 4 && at.length <= 8, `${at.length} probes in 8192 steps: ${at.join(' ')}`);
+  const gaps = at.slice(1).map((s, i) => s - at[i]!);
+  assert.ok(
+    gaps.every((g, i) => i === 0 || g >= gaps[i - 1]!),
+    `gaps ${gaps.join(' ')} do not shrink`,
+  );
+  assert.ok(!a.drafting, 'the draft need not follow prompts while it does not pay');
+  assert.ok(measured(3, 0.3, 1).drafting);
+});
+
 test('AdaptiveK: a fixed k is always used', () => {
   const a = new AdaptiveK(8, 4, 3);
   assert.deepEqual(choices(a, 4, 100), [3, 3, 3, 3]);
