@@ -7,8 +7,8 @@ import { Tokenizer } from '../tokenizer/tokenizer.ts';
 import { type ErrorCode, fail, TokenFormerError } from '../util/errors.ts';
 import { readJsonFile } from '../util/files.ts';
 import { startWorker } from '../util/worker.ts';
-import type { KvSnapshot } from './kv-cache.ts';
 import type {
+  Detached,
   DraftConfig,
   EngineStats,
   FromWorker,
@@ -67,9 +67,10 @@ export interface TokenStream extends AsyncIterable<TokenUpdate> {
   /**
    * Ends the sequence at the next token boundary: updates produced before it are still
    * delivered, then the stream ends without a finish. Resolves with the sequence's KV cache when
-   * `withKv` and it was decoding, else null (also when it had already finished).
+   * `withKv` and it was decoding (else null, also when it had already finished) and its random
+   * stream's state.
    */
-  detach(withKv: boolean): Promise<KvSnapshot | null>;
+  detach(withKv: boolean): Promise<Detached>;
 }
 
 /**
@@ -78,7 +79,7 @@ export interface TokenStream extends AsyncIterable<TokenUpdate> {
  */
 export class Engine extends EventEmitter {
   private readonly streams = new Map<number, Stream>();
-  private readonly detaching = new Map<number, (snap: KvSnapshot | null) => void>();
+  private readonly detaching = new Map<number, (d: Detached) => void>();
   private readonly active = new Set<number>();
   private scored = false;
   private readonly scoring = new Map<
@@ -197,7 +198,7 @@ export class Engine extends EventEmitter {
     if (!this.closing) this.emit('crash', err);
     for (const s of this.streams.values()) s.push(new TokenFormerError('TF_ERR_RUNTIME', err.message));
     this.streams.clear();
-    for (const done of this.detaching.values()) done(null);
+    for (const done of this.detaching.values()) done({ kv: null });
     this.detaching.clear();
     for (const p of this.scoring.values()) p.reject(new TokenFormerError('TF_ERR_RUNTIME', err.message));
     this.scoring.clear();
@@ -223,7 +224,7 @@ export class Engine extends EventEmitter {
       case 'detached':
         this.streams.get(m.id)?.end();
         this.streams.delete(m.id);
-        this.detaching.get(m.id)?.(m.snapshot);
+        this.detaching.get(m.id)?.(m.detached);
         this.detaching.delete(m.id);
         break;
       case 'scored':
@@ -352,7 +353,7 @@ export class Engine extends EventEmitter {
     }
     return {
       detach: (withKv) => {
-        if (finished || this.dead) return Promise.resolve(null);
+        if (finished || this.dead) return Promise.resolve({ kv: null });
         return new Promise((done) => {
           this.detaching.set(id, done);
           this.post({ type: 'detach', id, withKv });

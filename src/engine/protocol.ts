@@ -1,3 +1,4 @@
+import type { RngState } from '../util/rng.ts';
 import type { KvSnapshot } from './kv-cache.ts';
 import type { SamplingParams } from './sampling/params.ts';
 import type { TokenLogprob } from './sampling/sampler.ts';
@@ -39,6 +40,16 @@ export interface MovedSequence {
   kv?: KvSnapshot;
   /** How many of the prompt's last tokens were generated (on the model before): they count as output for the penalties. */
   generated?: number;
+  /** The random stream where it stopped on the model before, so sampling goes on with it. */
+  rng?: RngState;
+}
+
+/** What a sequence detached from its model hands on (see Scheduler.detach). */
+export interface Detached {
+  /** Its KV cache, when asked for and it was decoding; else null. */
+  kv: KvSnapshot | null;
+  /** Its random stream's state, when it was still running. */
+  rng?: RngState;
 }
 
 export type ToWorker =
@@ -95,7 +106,7 @@ export type FromWorker =
   | { type: 'admitted'; id: number; queueMs: number }
   | { type: 'step'; updates: SequenceUpdate[]; stats: EngineStats }
   | { type: 'rejected'; id: number; code: string; message: string }
-  | { type: 'detached'; id: number; snapshot: KvSnapshot | null }
+  | { type: 'detached'; id: number; detached: Detached }
   | { type: 'scored'; id: number; tokens: GeneratedToken[] }
   | { type: 'score-failed'; id: number; code: string; message: string }
   | { type: 'fatal'; message: string };

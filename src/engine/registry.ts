@@ -2,6 +2,7 @@ import { EventEmitter } from 'node:events';
 import { existsSync } from 'node:fs';
 import { basename, resolve } from 'node:path';
 import { fail, TokenFormerError } from '../util/errors.ts';
+import type { RngState } from '../util/rng.ts';
 import type { KvSnapshot } from './kv-cache.ts';
 import { checkMigratable, kvTransferable, migratable, sameTokenizer } from './migration.ts';
 import {
@@ -13,6 +14,7 @@ import {
   memoryOf,
   type StoreOptions,
 } from './model-store.ts';
+import type { Detached } from './protocol.ts';
 import type { SamplingParams } from './sampling/params.ts';
 import { remainingParams, validateSamplingParams } from './sampling/params.ts';
 import { WorkerSupervisor } from './supervisor.ts';
@@ -176,11 +178,13 @@ export class ModelRegistry extends EventEmitter {
     let model = this.current;
     const first = model;
     let resume: KvSnapshot | undefined;
+    // Where the sequence's random stream stopped on the model it left (a crash loses it).
+    let rng: RngState | undefined;
     let survivedCrash = false;
     for (;;) {
       if (signal?.aborted) return;
       const p = remainingParams(params, generated.length);
-      let moving: Promise<KvSnapshot | null> | undefined;
+      let moving: Promise<Detached> | undefined;
       let crashed = false;
       let handoff: Handoff | undefined;
       // A consumer may stop pulling after the last event: the handoff ends with the stream, not
@@ -190,9 +194,12 @@ export class ModelRegistry extends EventEmitter {
       try {
         // After the first model, the stream was moved here: already admitted work.
         const moved =
-          model === first ? undefined : { generated: generated.length, ...(resume ? { kv: resume } : {}) };
+          model === first
+            ? undefined
+            : { generated: generated.length, ...(resume ? { kv: resume } : {}), ...(rng ? { rng } : {}) };
         const stream = model.engine.tokens([...prompt, ...generated], p, signal, moved);
         resume = undefined;
+        rng = undefined;
         handoff = {
           model,
           move: (withKv) => {
@@ -224,10 +231,11 @@ export class ModelRegistry extends EventEmitter {
         continue;
       }
       if (!moving) return; // cancelled by the client
-      const snap = await moving;
+      const { kv: snap, rng: state } = await moving;
       if (signal?.aborted) return; // cancelled while it was being moved
       // The cache covers every token but the last generated one, which is fed next.
       if (snap && snap.length === prompt.length + generated.length - 1) resume = snap;
+      rng = state;
       model = this.current;
       this.emit('migrated', { kvMoved: resume !== undefined, reason: 'swap' });
     }

@@ -1,6 +1,6 @@
 import { fail } from '../util/errors.ts';
 import type { KvSnapshot } from './kv-cache.ts';
-import type { FinishReason, GeneratedToken, MovedSequence, SequenceUpdate } from './protocol.ts';
+import type { Detached, FinishReason, GeneratedToken, MovedSequence, SequenceUpdate } from './protocol.ts';
 import type { SamplingParams } from './sampling/params.ts';
 import { type SampleResult, Sampler } from './sampling/sampler.ts';
 import { cpuMs, type SpecSequence, type Speculator } from './speculative.ts';
@@ -57,7 +57,7 @@ interface Sequence {
 interface Detach {
   id: number;
   withKv: boolean;
-  done: (snap: KvSnapshot | null) => void;
+  done: (d: Detached) => void;
 }
 
 export interface SchedulerOptions {
@@ -122,7 +122,10 @@ export class Scheduler {
         'TF_ERR_BAD_ARGS',
         `a KV snapshot of ${resume.length} positions does not fit a ${prompt.length}-token prompt`,
       );
-    const sampler = new Sampler(params, prompt, this.model.vocabSize, this.opts.eosTokenId, carried);
+    const sampler = new Sampler(params, prompt, this.model.vocabSize, this.opts.eosTokenId, {
+      generated: carried,
+      ...(moved?.rng ? { rng: moved.rng } : {}),
+    });
     this.waiting.push({
       id,
       prompt,
@@ -140,10 +143,11 @@ export class Scheduler {
 
   /**
    * Ends a request at the next token boundary (the start of the next step) and hands over its KV
-   * cache when `withKv` and it has one (it is decoding); otherwise null. Unknown ids: null.
+   * cache when `withKv` and it has one (it is decoding; else null) and its random stream's state.
+   * Unknown ids: nothing.
    */
-  detach(id: number, withKv: boolean): Promise<KvSnapshot | null> {
-    if (!this.active.has(id) && !this.waiting.some((s) => s.id === id)) return Promise.resolve(null);
+  detach(id: number, withKv: boolean): Promise<Detached> {
+    if (!this.active.has(id) && !this.waiting.some((s) => s.id === id)) return Promise.resolve({ kv: null });
     return new Promise((done) => this.detaching.push({ id, withKv, done }));
   }
 
@@ -158,11 +162,11 @@ export class Scheduler {
 
   private takeDetached(): void {
     for (const d of this.detaching.splice(0)) {
-      const s = this.active.get(d.id);
+      const s = this.active.get(d.id) ?? this.waiting.find((w) => w.id === d.id);
       const decoding = s?.status === 'running' && s.pending !== undefined;
-      const snap = d.withKv && decoding ? this.model.snapshot(s.runnerId!) : null;
+      const kv = d.withKv && decoding ? this.model.snapshot(s.runnerId!) : null;
       this.cancel(d.id);
-      d.done(snap);
+      d.done({ kv, ...(s ? { rng: s.sampler.rng.state } : {}) });
     }
   }
 
@@ -240,7 +244,9 @@ export class Scheduler {
     if (!this.spec || (!s.sampler.isGreedy && s.params.seed !== undefined)) return;
     const id = this.spec.admit();
     if (id === undefined) return;
-    const sampler = new Sampler(s.params, s.prompt, this.model.vocabSize, this.opts.eosTokenId, s.carried);
+    const sampler = new Sampler(s.params, s.prompt, this.model.vocabSize, this.opts.eosTokenId, {
+      generated: s.carried,
+    });
     s.draft = { id, sampler };
   }
 

@@ -103,11 +103,10 @@ async function main(): Promise<void> {
         }
         break;
       case 'detach':
-        void scheduler.detach(m.id, m.withKv).then((snapshot) => {
-          const transfer = snapshot
-            ? [...snapshot.keys, ...snapshot.values].map((a) => a.buffer as ArrayBuffer)
-            : [];
-          port.postMessage({ type: 'detached', id: m.id, snapshot } satisfies FromWorker, transfer);
+        void scheduler.detach(m.id, m.withKv).then((detached) => {
+          const kv = detached.kv;
+          const transfer = kv ? [...kv.keys, ...kv.values].map((a) => a.buffer as ArrayBuffer) : [];
+          port.postMessage({ type: 'detached', id: m.id, detached } satisfies FromWorker, transfer);
         });
         void loop();
         break;

@@ -6,6 +6,9 @@ import { fail } from './errors.ts';
  * with Math.imul and needs no BigInt per draw. Seeded through splitmix64 as its authors
  * recommend, so nearby seeds (1, 2, 3) still give unrelated streams. One Rng per sequence.
  */
+/** The four 32-bit words of an Rng's state: where its stream is (see Rng.state). */
+export type RngState = readonly [number, number, number, number];
+
 export class Rng {
   /** The seed this stream was built from (drawn at random when none was given), for replay. */
   readonly seed: number;
@@ -34,6 +37,21 @@ export class Rng {
     this.s1 = Number(a >> 32n) | 0;
     this.s2 = Number(b & 0xffffffffn) | 0;
     this.s3 = Number(b >> 32n) | 0;
+  }
+
+  /** Where the stream is now; `restore` continues it from there (a stream that moves between processes). */
+  get state(): RngState {
+    return [this.s0, this.s1, this.s2, this.s3];
+  }
+
+  restore(state: RngState): void {
+    if (
+      state.length !== 4 ||
+      !state.every((w) => Number.isInteger(w) && w === (w | 0)) ||
+      state.every((w) => w === 0)
+    )
+      fail('TF_ERR_BAD_ARGS', 'an Rng state is four 32-bit integers, not all zero');
+    [this.s0, this.s1, this.s2, this.s3] = state;
   }
 
   /** Uniform integer in [0, 2^32). */

@@ -129,6 +129,22 @@ test('drain: open streams finish on the old model, new requests go to the new on
   assert.equal(oldEngine.openStreams, 0);
 });
 
+test('a migrated seeded stream goes on with its random stream: after a zero/keep growth the sampled text is unchanged', async () => {
+  assert.equal(registry.model.name, 'a');
+  const sampled = { temperature: 1.5, seed: 7, frequency_penalty: 1 };
+  const prompt = registry.model.engine.tokenizer.encode('Call me Ishmael.');
+  const reference = await collect(registry.generate(prompt, greedy(120, sampled)));
+  // Another seed gives another text: the test can tell a fresh random stream from the carried one.
+  const other = await collect(registry.generate(prompt, greedy(120, { ...sampled, seed: 8 })));
+  assert.notDeepEqual(other.tokens, reference.tokens);
+  const { result, out } = await swapMidStream(prompt, 120, 'b', 30, sampled);
+  assert.equal(result.kvMoved, true);
+  assert.ok(out.models.indexOf('b') >= 30, 'the move happened after 30 tokens');
+  assert.deepEqual(out.tokens, reference.tokens);
+  moves.splice(0);
+  await registry.swap('a', 'drain');
+});
+
 test('a migrated stream keeps its penalties: tokens generated before the move still count as output', async () => {
   assert.equal(registry.model.name, 'a');
   const penalties = { frequency_penalty: 1.5, presence_penalty: 0.5 };

@@ -45,3 +45,16 @@ test('nextFloat is uniform on [0, 1)', () => {
 test('a non-integer seed is rejected', () => {
   assert.throws(() => new Rng(1.5), /seed must be an integer, got 1.5/);
 });
+
+test('a stream restored from its state goes on exactly where it was; a bad state is refused', () => {
+  const a = new Rng(42);
+  for (let i = 0; i < 17; i++) a.nextUint32();
+  const b = new Rng(1);
+  b.restore(a.state);
+  assert.deepEqual(
+    Array.from({ length: 8 }, () => b.nextUint32()),
+    Array.from({ length: 8 }, () => a.nextUint32()),
+  );
+  assert.throws(() => b.restore([0, 0, 0, 0]), /not all zero/);
+  assert.throws(() => b.restore([1, 2, 3, 2 ** 32] as const), /32-bit/);
+});

@@ -1,5 +1,5 @@
 import { fail, invariant } from '../../util/errors.ts';
-import { Rng } from '../../util/rng.ts';
+import { Rng, type RngState } from '../../util/rng.ts';
 import { expNeg } from './fastexp.ts';
 import { LogitBias } from './logit-bias.ts';
 import { GREEDY_TEMPERATURE, type SamplingParams } from './params.ts';
@@ -105,8 +105,11 @@ export class Sampler {
     readonly vocabSize: number,
     /** The end-of-text token, which min_tokens holds back. */
     eosTokenId: number | null = null,
-    /** How many of `promptTokens`' last tokens were generated (a stream moved from another model). */
-    generated = 0,
+    /**
+     * A stream moved from another model: how many of `promptTokens`' last tokens it generated
+     * there, and where its random stream stopped.
+     */
+    moved: { generated: number; rng?: RngState } = { generated: 0 },
   ) {
     if (!Number.isSafeInteger(vocabSize) || vocabSize < 1) {
       fail('TF_ERR_BAD_ARGS', `vocabSize must be a positive integer, got ${vocabSize}`);
@@ -115,8 +118,9 @@ export class Sampler {
     for (const [t] of params.logit_bias) this.checkToken(t, 'logit_bias token');
     for (const t of params.stop_token_ids) this.checkToken(t, 'stop token');
     this.rng = new Rng(params.seed);
+    if (moved.rng) this.rng.restore(moved.rng);
     // Tokens generated before a move stay output: presence and frequency penalties go on counting them.
-    const split = promptTokens.length - generated;
+    const split = promptTokens.length - moved.generated;
     this.penalties = new Penalties(params, promptTokens.slice(0, split));
     for (const t of promptTokens.slice(split)) this.penalties.accept(t);
     this.bias = new LogitBias(params, eosTokenId !== null && eosTokenId < vocabSize ? eosTokenId : null);
