@@ -5,13 +5,15 @@ import { growDirectory } from '../src/model/grow.ts';
 import { writeJsonAtomic } from '../src/util/atomic.ts';
 import { type FlagSpec, helpText, parseCommandLine, runMain } from '../src/util/cli.ts';
 import { fail } from '../src/util/errors.ts';
+import { sseJson } from './harness/sse.ts';
 import { startSoakServer } from './soak/server.ts';
 
 /**
  * Speculative decoding, served: for each target model, one server drafting with its parent
- * (`--draft-model auto`) and one without (`--draft-model none`), the same batch-1 SSE requests
- * sent to each in turn (alternating which goes first), tokens counted from `usage`. Reports
- * tokens/s of both, the speed-up, the draft's acceptance (from /metrics) and whether the greedy
+ * (`--draft-model auto`) and two without (`--draft-model none`; the second is a control for how
+ * much identical servers differ), the same batch-1 SSE requests sent to each in turn (rotating
+ * which goes first) after untimed warm-up passes, tokens counted from `usage`. Reports
+ * tokens/s with and without the draft, the speed-up, the control's ratio, the draft's acceptance (from /metrics) and whether the greedy
  * texts were identical. Targets: a zero/keep growth of models/default (the same function as its
  * draft) and models/default-grown (grown, then trained on). Ratios are within one run.
  */
@@ -47,17 +49,9 @@ async function complete(url: string, body: Record<string, unknown>): Promise<Tim
   if (res.status !== 200) fail('TF_ERR_RUNTIME', `HTTP ${res.status}: ${await res.text()}`);
   const raw = await res.text();
   const ms = performance.now() - started;
-  let text = '';
-  let tokens: number | undefined;
-  for (const line of raw.split('\n')) {
-    if (!line.startsWith('data: {')) continue;
-    const chunk = JSON.parse(line.slice(6)) as {
-      choices: { text?: string }[];
-      usage?: { completion_tokens: number } | null;
-    };
-    text += chunk.choices[0]?.text ?? '';
-    if (chunk.usage) tokens = chunk.usage.completion_tokens;
-  }
+  const chunks = sseJson<{ choices: { text?: string }[]; usage?: { completion_tokens: number } | null }>(raw);
+  const text = chunks.map((c) => c.choices[0]?.text ?? '').join('');
+  const tokens = chunks.findLast((c) => c.usage)?.usage?.completion_tokens;
   if (tokens === undefined) fail('TF_ERR_RUNTIME', 'the stream had no usage chunk');
   return { ms, tokens, text };
 }

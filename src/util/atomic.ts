@@ -42,9 +42,8 @@ function startTicks(pid: number): string | undefined {
  * pids are reused (pid_max is often 32768, and threads draw from the same numbers) — a live
  * process with a dead writer's pid must not keep its leftovers forever.
  */
-const WRITER = ((start) => (start === undefined ? `${process.pid}` : `${process.pid}s${start}`))(
-  startTicks(process.pid),
-);
+const STARTED = startTicks(process.pid);
+const WRITER = STARTED === undefined ? `${process.pid}` : `${process.pid}s${STARTED}`;
 
 function tempSuffix(kind: string): string {
   return `.${kind}-${WRITER}-${randomBytes(6).toString('hex')}`;
